@@ -1,0 +1,172 @@
+"""s3://bucket/prefix with boto3: every object under the prefix, keeping relative paths.
+
+Environment: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or any boto3 credential source; none at all
+means anonymous, unsigned requests), AWS_ENDPOINT_URL or S3_ENDPOINT (``host:port`` gets a scheme from
+S3_USE_HTTPS, default 1), S3_VERIFY_SSL (0 turns verification off; AWS_CA_BUNDLE names a CA bundle),
+AWS_REGION / AWS_DEFAULT_REGION, S3_ADDRESSING_STYLE (path by default for custom endpoints).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from isvc_runtime.storage.errors import StorageError, TransientError
+from isvc_runtime.storage.files import download_path, place_single_file, relative_key, run_all, safe_relpath
+from isvc_runtime.storage.progress import Progress
+from isvc_runtime.storage.retry import with_retries
+
+_TRANSIENT_CODES = {
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestTimeout",
+    "InternalError",
+    "ServiceUnavailable",
+    "RequestTimeTooSkewed",
+}
+
+
+def _flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() not in ("0", "false", "no", "off")
+
+
+def endpoint_url() -> str | None:
+    url = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("S3_ENDPOINT")
+    if not url:
+        return None
+    if "://" not in url:
+        url = ("https://" if _flag("S3_USE_HTTPS", True) else "http://") + url
+    return url
+
+
+def make_client() -> Any:
+    import boto3
+    from botocore import UNSIGNED
+    from botocore.config import Config
+
+    session = boto3.session.Session()
+    endpoint = endpoint_url()
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or session.region_name
+    style = os.environ.get("S3_ADDRESSING_STYLE") or ("path" if endpoint else "auto")
+    options: dict[str, Any] = {
+        "retries": {"total_max_attempts": 1},  # one retry layer: ours
+        "s3": {"addressing_style": style},
+        "max_pool_connections": 16,
+        "connect_timeout": 10,
+        "read_timeout": 60,
+    }
+    if session.get_credentials() is None:
+        options["signature_version"] = UNSIGNED
+    verify: bool | str | None = None if _flag("S3_VERIFY_SSL", True) else False
+    return session.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name=region or "us-east-1",
+        verify=verify,
+        config=Config(**options),
+    )
+
+
+def classify(e: BaseException, what: str) -> StorageError:
+    from botocore.exceptions import (
+        ClientError,
+        NoCredentialsError,
+        PartialCredentialsError,
+        ReadTimeoutError,
+    )
+    from botocore.exceptions import (
+        ConnectionError as BotoConnectionError,
+    )
+
+    if isinstance(e, ClientError):
+        err = e.response.get("Error", {})
+        code = str(err.get("Code", ""))
+        status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        message = f"{what}: HTTP {status}" + (f" {code}" if code and not code.isdigit() else "")
+        if status in (401, 403) or code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied"):
+            return StorageError(f"{message}: access denied, check the S3 credentials")
+        if status >= 500 or status == 429 or code in _TRANSIENT_CODES:
+            return TransientError(message)
+        return StorageError(message)
+    if isinstance(e, NoCredentialsError | PartialCredentialsError):
+        return StorageError(f"{what}: incomplete S3 credentials")
+    if isinstance(e, BotoConnectionError | ReadTimeoutError | ConnectionError | TimeoutError):
+        return TransientError(f"{what}: {type(e).__name__}: {e}")
+    return StorageError(f"{what}: {type(e).__name__}: {e}")
+
+
+def split_uri(uri: str) -> tuple[str, str]:
+    rest = uri[len("s3://") :]
+    bucket, _, prefix = rest.partition("/")
+    if not bucket:
+        raise StorageError(f"{uri}: no bucket in the URI")
+    return bucket, prefix
+
+
+def list_objects(client: Any, bucket: str, prefix: str) -> list[tuple[str, str, int]]:
+    """(key, relative path, size) of every object under the prefix."""
+
+    def page_through() -> list[tuple[str, str, int]]:
+        found = []
+        try:
+            for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+                for obj in page.get("Contents", []):
+                    rel = relative_key(obj["Key"], prefix)
+                    if rel is not None and rel and not rel.endswith("/"):
+                        found.append((obj["Key"], safe_relpath(rel), int(obj.get("Size", 0))))
+        except Exception as e:
+            if isinstance(e, StorageError):
+                raise
+            raise classify(e, f"listing s3://{bucket}/{prefix}") from None
+        return found
+
+    return with_retries(page_through, f"listing s3://{bucket}/{prefix}")
+
+
+def fetch(uri: str, model: Path, progress: Progress) -> None:
+    from boto3.s3.transfer import TransferConfig
+
+    bucket, prefix = split_uri(uri)
+    client = make_client()
+    objects = list_objects(client, bucket, prefix)
+    if not objects:
+        raise StorageError(f"{uri}: no objects found under this prefix")
+    progress.add_total(sum(size for _k, _r, size in objects))
+    single = len(objects) == 1 and objects[0][0] == prefix
+    transfer = TransferConfig(
+        multipart_threshold=64 * 1024 * 1024,
+        multipart_chunksize=16 * 1024 * 1024,
+        max_concurrency=int(os.environ.get("STORAGE_CONCURRENCY", "4")),
+        io_chunksize=1024 * 1024,
+    )
+
+    def download(key: str, target: Path) -> None:
+        def attempt() -> None:
+            sent = [0]
+
+            def callback(n: int) -> None:
+                sent[0] += n
+                progress.update(n)
+
+            try:
+                client.download_file(bucket, key, str(target), Config=transfer, Callback=callback)
+            except Exception as e:
+                progress.update(-sent[0])
+                raise classify(e, f"s3://{bucket}/{key}") from None
+
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with_retries(attempt, f"s3://{bucket}/{key}")
+
+    if single:
+        key, rel, _size = objects[0]
+        target = download_path(model, rel)
+        download(key, target)
+        place_single_file(target, rel, model)
+        return
+    workers = max(1, int(os.environ.get("STORAGE_CONCURRENCY", "4")))
+    run_all(download, [(key, model / rel) for key, rel, _size in objects], workers)
