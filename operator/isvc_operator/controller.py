@@ -1,0 +1,236 @@
+"""Glue between watch events and the pure functions: what is known, what to reconcile, what to write.
+
+State is what the watches reported (isvcs, ksvcs, the config), kept in memory. Writes are a
+server-side apply of the ksvc (skipped when this process already applied the same desired object to
+the same ksvc generation) and a status apply only when the computed status differs from the stored one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from .config import CONFIGMAP_NAME, OperatorConfig, parse_config
+from .kube import Kube, now
+from .naming import ISVC_LABEL, predictor_service_name
+from .render import RenderError, render_knative_service
+from .status import propagate_status, ready_transition
+
+Key = tuple[str, str]
+RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+def key_of(body: dict[str, Any]) -> Key:
+    return body["metadata"]["namespace"], body["metadata"]["name"]
+
+
+class Controller:
+    def __init__(self, kube: Kube, namespace: str, logger: logging.Logger) -> None:
+        self.kube = kube
+        self.namespace = namespace
+        self.logger = logger
+        self.config: OperatorConfig = parse_config(None)
+        self.config_body: dict[str, Any] | None = None
+        self._isvcs: dict[Key, dict[str, Any]] = {}
+        self._ksvcs: dict[Key, dict[str, Any]] = {}
+        self._applied: dict[Key, tuple[dict[str, Any], int | None]] = {}
+        self._warned_config: dict[str, tuple[str, ...]] = {}
+        self._failures: dict[Key, int] = {}
+        self._locks: dict[Key, threading.Lock] = {}
+        self._guard = threading.Lock()
+        self._stop = threading.Event()
+        self._timers: set[threading.Timer] = set()
+
+    # --- watch events -------------------------------------------------------------------------
+
+    def isvc_event(self, event_type: str | None, body: dict[str, Any]) -> None:
+        key = key_of(body)
+        with self._guard:
+            if event_type == "DELETED":
+                self._isvcs.pop(key, None)
+                self._applied.pop(key, None)
+                self._failures.pop(key, None)
+                return
+            self._isvcs[key] = body
+        self.reconcile(key)
+
+    def ksvc_event(self, event_type: str | None, body: dict[str, Any]) -> None:
+        namespace, name = key_of(body)
+        owner = (body["metadata"].get("labels") or {}).get(ISVC_LABEL)
+        with self._guard:
+            if event_type == "DELETED":
+                self._ksvcs.pop((namespace, name), None)
+            else:
+                self._ksvcs[(namespace, name)] = body
+        if owner and predictor_service_name(owner) == name and (namespace, owner) in self._isvcs:
+            self.reconcile((namespace, owner))
+
+    def config_changed(self, config_map: dict[str, Any] | None) -> None:
+        config = parse_config(None if config_map is None else (config_map.get("data") or {}))
+        self.config_body = config_map
+        changed = config != self.config or config.problems != self.config.problems
+        self.config = config
+        if config.problems and config_map is not None and changed:
+            self._post(config_map, "Warning", "InvalidConfig", "; ".join(config.problems))
+        if config.problems:
+            self.logger.warning("inferenceservice-config: %s", "; ".join(config.problems))
+        if changed:
+            self.reconcile_all()
+
+    def reconcile_all(self) -> None:
+        with self._guard:
+            keys = list(self._isvcs)
+        for key in keys:
+            if self._stop.is_set():
+                return
+            self.reconcile(key)
+
+    # --- reconciliation -----------------------------------------------------------------------
+
+    def _lock(self, key: Key) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+    def reconcile(self, key: Key) -> None:
+        with self._lock(key):
+            isvc = self._isvcs.get(key)
+            if isvc is None:
+                return
+            try:
+                self._reconcile(key, isvc)
+                self._failures.pop(key, None)
+            except ApiException as exc:
+                self._retry_later(key, isvc, f"API error {exc.status} {exc.reason}")
+            except Exception as exc:  # a bug must not stop the other isvcs: report and retry
+                self.logger.exception("reconciling %s/%s failed", *key)
+                self._retry_later(key, isvc, f"{type(exc).__name__}: {exc}")
+
+    def _reconcile(self, key: Key, isvc: dict[str, Any]) -> None:
+        namespace, name = key
+        ksvc_name = predictor_service_name(name)
+        self._warn_config_problems(isvc)
+        render_error = None
+        try:
+            desired = render_knative_service(isvc, self.config)
+        except RenderError as exc:
+            desired, render_error = None, str(exc)
+        live = self._ksvcs.get((namespace, ksvc_name))
+        if desired is not None and not self._already_applied(key, desired, live):
+            live = self.kube.apply_knative_service(desired)
+            with self._guard:
+                self._ksvcs[(namespace, ksvc_name)] = live
+                self._applied[key] = (desired, live["metadata"].get("generation"))
+        elif desired is None and live is None:
+            live = self.kube.get_knative_service(namespace, ksvc_name)
+        old_status = isvc.get("status") or {}
+        status = propagate_status(isvc, live, now(), render_error=render_error)
+        if status != old_status:
+            written = self.kube.apply_status(namespace, name, status)
+            with self._guard:
+                if key in self._isvcs:
+                    self._isvcs[key] = {**self._isvcs[key], "status": written.get("status", status)}
+            self._post_transitions(isvc, old_status, status, render_error)
+
+    def _already_applied(self, key: Key, desired: dict[str, Any], live: dict[str, Any] | None) -> bool:
+        if live is None:
+            return False
+        applied = self._applied.get(key)
+        generation = live["metadata"].get("generation")
+        return applied is not None and applied[0] == desired and applied[1] == generation
+
+    def _post_transitions(self, isvc: dict[str, Any], old: dict[str, Any], new: dict[str, Any],
+                          render_error: str | None) -> None:
+        if render_error is not None:
+            before = {c.get("type"): c for c in old.get("conditions") or []}.get("PredictorReady") or {}
+            if before.get("reason") != "RenderFailed" or before.get("message") != render_error:
+                self._post(isvc, "Warning", "RenderFailed", render_error)
+        transition = ready_transition(old, new)
+        if transition is not None:
+            self._post(isvc, *transition)
+
+    def _warn_config_problems(self, isvc: dict[str, Any]) -> None:
+        """A missing ConfigMap has no object to carry the event: tell each isvc once."""
+        if self.config_body is not None or not self.config.problems:
+            return
+        uid = isvc["metadata"].get("uid", "")
+        if self._warned_config.get(uid) != self.config.problems:
+            self._warned_config[uid] = self.config.problems
+            message = f"ConfigMap {self.namespace}/{CONFIGMAP_NAME} not found; using the documented defaults"
+            self._post(isvc, "Warning", "ConfigMissing", message)
+
+    def _retry_later(self, key: Key, isvc: dict[str, Any], reason: str) -> None:
+        attempt = self._failures.get(key, 0)
+        self._failures[key] = attempt + 1
+        delay = RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)]
+        self.logger.warning("reconciling %s/%s failed (%s); retrying in %.0fs", *key, reason, delay)
+        if attempt == 0:
+            self._post(isvc, "Warning", "ReconcileFailed", f"{reason}; retrying")
+        self._schedule(delay, lambda: self.reconcile(key))
+
+    def _schedule(self, delay: float, action: Callable[[], None]) -> None:
+        if self._stop.is_set():
+            return
+
+        def run() -> None:
+            self._timers.discard(timer)
+            if not self._stop.is_set():
+                action()
+
+        timer = threading.Timer(delay, run)
+        timer.daemon = True
+        self._timers.add(timer)
+        timer.start()
+
+    def _post(self, involved: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        try:
+            self.kube.post_event(involved, type_, reason, message)
+        except ApiException as exc:
+            self.logger.warning("posting event %s failed: %s %s", reason, exc.status, exc.reason)
+
+    # --- the ConfigMap watch ------------------------------------------------------------------
+
+    def load_config(self) -> None:
+        self.config_changed(self.kube.read_config_map(self.namespace, CONFIGMAP_NAME))
+
+    def watch_config(self) -> None:
+        """Follow the one ConfigMap until stop(); a thread (the Role allows only this name)."""
+        import kubernetes
+
+        while not self._stop.is_set():
+            try:
+                listing = self.kube.core.list_namespaced_config_map(
+                    self.namespace, field_selector=f"metadata.name={CONFIGMAP_NAME}")
+                items = listing.items
+                current = items[0].to_dict() if items else None
+                if _config_data(current) != _config_data(self.config_body):
+                    self.config_changed(current)
+                stream = kubernetes.watch.Watch().stream(
+                    self.kube.core.list_namespaced_config_map, self.namespace,
+                    field_selector=f"metadata.name={CONFIGMAP_NAME}",
+                    resource_version=listing.metadata.resource_version, timeout_seconds=60,
+                    _request_timeout=90)
+                for event in stream:
+                    if self._stop.is_set():
+                        return
+                    body = event["object"].to_dict()
+                    self.config_changed(None if event["type"] == "DELETED" else body)
+            except Exception as exc:
+                self.logger.warning("watching the ConfigMap failed (%s); retrying", exc)
+                self._stop.wait(2.0)
+
+    def start(self) -> None:
+        self.load_config()
+        threading.Thread(target=self.watch_config, name="config-watch", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for timer in list(self._timers):
+            timer.cancel()
+
+
+def _config_data(config_map: dict[str, Any] | None) -> dict[str, str] | None:
+    return None if config_map is None else (config_map.get("data") or {})

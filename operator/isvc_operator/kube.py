@@ -1,0 +1,93 @@
+"""The few Kubernetes API calls the operator makes (kubernetes client, server-side apply)."""
+
+from __future__ import annotations
+
+import datetime
+import os
+from typing import Any
+
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+
+from .naming import (
+    FIELD_MANAGER,
+    GROUP,
+    KIND,
+    KNATIVE_GROUP,
+    KNATIVE_PLURAL,
+    KNATIVE_VERSION,
+    PLURAL,
+    VERSION,
+)
+
+APPLY = "application/apply-patch+yaml"
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def api_client() -> kubernetes.client.ApiClient:
+    """In a pod: its ServiceAccount. Elsewhere: $KUBECONFIG (or ~/.kube/config)."""
+    configuration = kubernetes.client.Configuration()
+    if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
+        kubernetes.config.load_incluster_config(client_configuration=configuration)
+    else:
+        kubernetes.config.load_kube_config(client_configuration=configuration)
+    configuration.connection_pool_maxsize = 16
+    return kubernetes.client.ApiClient(configuration)
+
+
+class Kube:
+    def __init__(self, client: kubernetes.client.ApiClient) -> None:
+        self.custom = kubernetes.client.CustomObjectsApi(client)
+        self.core = kubernetes.client.CoreV1Api(client)
+
+    def apply_knative_service(self, ksvc: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply; the apiserver writes nothing when our fields are already as desired."""
+        metadata = ksvc["metadata"]
+        return self.custom.patch_namespaced_custom_object(
+            KNATIVE_GROUP, KNATIVE_VERSION, metadata["namespace"], KNATIVE_PLURAL, metadata["name"], ksvc,
+            field_manager=FIELD_MANAGER, force=True, _content_type=APPLY,
+        )
+
+    def get_knative_service(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.custom.get_namespaced_custom_object(
+                KNATIVE_GROUP, KNATIVE_VERSION, namespace, KNATIVE_PLURAL, name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def apply_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND,
+                "metadata": {"name": name, "namespace": namespace}, "status": status}
+        return self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, PLURAL, name, body,
+            field_manager=FIELD_MANAGER, force=True, _content_type=APPLY,
+        )
+
+    def read_config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.core.read_namespaced_config_map(name, namespace).to_dict()
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def post_event(self, involved: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        """A core/v1 Event about an object (messages never carry secrets: they come from specs/status)."""
+        metadata = involved["metadata"]
+        stamp = now()
+        self.core.create_namespaced_event(metadata["namespace"], {
+            "metadata": {"generateName": f"{metadata['name']}.", "namespace": metadata["namespace"]},
+            "involvedObject": {
+                "apiVersion": involved.get("apiVersion", "v1"), "kind": involved.get("kind", ""),
+                "name": metadata["name"], "namespace": metadata["namespace"], "uid": metadata.get("uid", ""),
+            },
+            "type": type_, "reason": reason, "message": message[:1024],
+            "source": {"component": FIELD_MANAGER},
+            "reportingComponent": FIELD_MANAGER, "reportingInstance": os.environ.get("HOSTNAME", "local"),
+            "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
+        })

@@ -1,0 +1,211 @@
+"""Render the predictor's Knative Service for an InferenceService: pure functions over plain dicts.
+
+`knative_service_context` decides every value (image, args, resources, annotations, volumes);
+the Jinja2 template (templates/knative-service.yaml.j2) only lays them out, each through `| tojson`.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import yaml
+
+from .config import OperatorConfig
+from .naming import predictor_labels, predictor_service_name
+from .quantity import parse_quantity
+from .traffic import desired_traffic
+
+TEMPLATES_ENV = "ISVC_TEMPLATES_DIR"
+KNATIVE_SERVICE_TEMPLATE = "knative-service.yaml.j2"
+
+MODEL_DIR = "/mnt/models"
+PVC_MOUNT = "/mnt/pvc"
+PROVISION_VOLUME = "kfserving-provision-location"
+PVC_VOLUME = "kfserving-pvc-source"
+DEFAULT_HTTP_PORT = 8080
+GPU_RESOURCE = "nvidia.com/gpu"
+DEFAULT_RESOURCES = {"cpu": "1", "memory": "2Gi"}
+
+MIN_SCALE = "autoscaling.knative.dev/minScale"
+MAX_SCALE = "autoscaling.knative.dev/maxScale"
+AUTOSCALING_CLASS = "autoscaling.knative.dev/class"
+KPA = "kpa.knative.dev"
+# Annotations that describe the isvc object itself, not the revision: never copied.
+_NOT_COPIED_PREFIXES = ("kubectl.kubernetes.io/", "kopf.zalando.org/")
+
+
+class RenderError(ValueError):
+    """The isvc cannot be turned into a Knative Service; the message is shown to the user."""
+
+
+def templates_dir() -> Path:
+    override = os.environ.get(TEMPLATES_ENV)
+    if override:
+        return Path(override)
+    return Path(__file__).resolve().parents[2] / "templates"
+
+
+@cache
+def _environment(directory: str) -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(directory),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+    )
+
+
+def predictor_image(pytorch: dict[str, Any], config: OperatorConfig) -> str:
+    """The user's `image`, else the configured runtime image tagged by runtimeVersion or the default."""
+    if pytorch.get("image"):
+        return str(pytorch["image"])
+    limits = (pytorch.get("resources") or {}).get("limits") or {}
+    if pytorch.get("runtimeVersion"):
+        tag = str(pytorch["runtimeVersion"])
+    elif GPU_RESOURCE in limits:
+        tag = config.pytorch.default_gpu_image_version
+    else:
+        tag = config.pytorch.default_image_version
+    return f"{config.pytorch.image}:{tag}"
+
+
+def container_resources(resources: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """The user's requests and limits with cpu 1 / memory 2Gi for every key left unset.
+
+    A default never contradicts the user: an unset request is lowered to the user's smaller limit,
+    an unset limit is raised to the user's larger request.
+    """
+    resources = resources or {}
+    requests = dict(resources.get("requests") or {})
+    limits = dict(resources.get("limits") or {})
+    for key, default in DEFAULT_RESOURCES.items():
+        if key not in requests:
+            requests[key] = limits[key] if key in limits and _less(limits[key], default) else default
+        if key not in limits:
+            limits[key] = requests[key] if _less(default, requests[key]) else default
+    return {"requests": requests, "limits": limits}
+
+
+def _less(a: Any, b: Any) -> bool:
+    try:
+        return parse_quantity(a) < parse_quantity(b)
+    except ValueError as exc:
+        raise RenderError(f"spec.predictor.pytorch.resources: {exc}") from None
+
+
+def revision_annotations(isvc: dict[str, Any]) -> dict[str, str]:
+    """The isvc's annotations plus autoscaling from the predictor spec (minReplicas/maxReplicas win)."""
+    predictor = isvc["spec"]["predictor"]
+    given = isvc.get("metadata", {}).get("annotations") or {}
+    annotations = {
+        key: value
+        for key, value in given.items()
+        if key not in (MIN_SCALE, MAX_SCALE) and not key.startswith(_NOT_COPIED_PREFIXES)
+    }
+    annotations.setdefault(AUTOSCALING_CLASS, KPA)
+    min_replicas = predictor.get("minReplicas")
+    annotations[MIN_SCALE] = str(1 if min_replicas is None else min_replicas)
+    if (predictor.get("maxReplicas") or 0) > 0:
+        annotations[MAX_SCALE] = str(predictor["maxReplicas"])
+    return annotations
+
+
+def storage_source(storage_uri: str) -> tuple[str, dict[str, Any] | None]:
+    """Where the storage initializer reads from, and the PVC volume that needs (None if no PVC).
+
+    `pvc://claim/some/path` mounts the claim read-only at /mnt/pvc and reads /mnt/pvc/some/path.
+    """
+    if not storage_uri.startswith("pvc://"):
+        return storage_uri, None
+    claim, _, path = storage_uri.removeprefix("pvc://").partition("/")
+    if not claim:
+        raise RenderError("spec.predictor.pytorch.storageUri: pvc:// needs a claim name (pvc://claim/path)")
+    volume = {"name": PVC_VOLUME, "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
+    source = f"{PVC_MOUNT}/{path}".rstrip("/") if path else PVC_MOUNT
+    return source, volume
+
+
+def knative_service_context(isvc: dict[str, Any], config: OperatorConfig) -> dict[str, Any]:
+    """Every value the ksvc template needs, decided from the isvc and the operator's config."""
+    metadata = isvc["metadata"]
+    name = metadata["name"]
+    predictor = isvc["spec"]["predictor"]
+    pytorch = predictor.get("pytorch")
+    if not isinstance(pytorch, dict):
+        raise RenderError("spec.predictor.pytorch is required")
+    storage_uri = pytorch.get("storageUri")
+    if not storage_uri:
+        raise RenderError("spec.predictor.pytorch.storageUri is required")
+
+    ports = pytorch.get("ports") or [{"containerPort": DEFAULT_HTTP_PORT, "name": "http1", "protocol": "TCP"}]
+    http_port = int(ports[0]["containerPort"])
+    protocol = pytorch.get("protocolVersion") or "v1"
+    user_env = list(pytorch.get("env") or [])
+    env = [{"name": "PROTOCOL_VERSION", "value": protocol}]
+    if any(item.get("name") == "PROTOCOL_VERSION" for item in user_env):
+        env = []
+    source, pvc_volume = storage_source(str(storage_uri))
+    init_mounts = [{"name": PROVISION_VOLUME, "mountPath": MODEL_DIR}]
+    volumes: list[dict[str, Any]] = [{"name": PROVISION_VOLUME, "emptyDir": {}}]
+    if pvc_volume is not None:
+        init_mounts.append({"name": PVC_VOLUME, "mountPath": PVC_MOUNT, "readOnly": True})
+        volumes.append(pvc_volume)
+    initializer = config.storage_initializer
+    labels = predictor_labels(name, metadata.get("labels"))
+    return {
+        "name": predictor_service_name(name),
+        "namespace": metadata["namespace"],
+        "labels": labels,
+        "owner": {"name": name, "uid": metadata["uid"]},
+        "revision_annotations": revision_annotations(isvc),
+        "container_concurrency": predictor.get("containerConcurrency"),
+        "timeout_seconds": predictor.get("timeout"),
+        "service_account_name": predictor.get("serviceAccountName"),
+        "node_selector": predictor.get("nodeSelector"),
+        "tolerations": predictor.get("tolerations"),
+        "affinity": predictor.get("affinity"),
+        "storage_initializer": {
+            "image": initializer.image,
+            "args": [source, MODEL_DIR],
+            "resources": {
+                "requests": {"cpu": initializer.cpu_request, "memory": initializer.memory_request},
+                "limits": {"cpu": initializer.cpu_limit, "memory": initializer.memory_limit},
+            },
+            "volume_mounts": init_mounts,
+        },
+        "container": {
+            "image": predictor_image(pytorch, config),
+            "args": [
+                "--model-store", MODEL_DIR,
+                "--model-name", name,
+                "--http-port", str(http_port),
+                *[str(arg) for arg in pytorch.get("args") or []],
+            ],
+            "env": env + user_env,
+            "ports": ports,
+            "http_port": http_port,
+            "resources": container_resources(pytorch.get("resources")),
+        },
+        "volumes": volumes,
+        "traffic": desired_traffic(isvc),
+    }
+
+
+def render_knative_service(
+    isvc: dict[str, Any], config: OperatorConfig, template_directory: Path | None = None
+) -> dict[str, Any]:
+    """The predictor's Knative Service (a dict ready for server-side apply)."""
+    context = knative_service_context(isvc, config)
+    environment = _environment(str(template_directory or templates_dir()))
+    try:
+        text = environment.get_template(KNATIVE_SERVICE_TEMPLATE).render(context)
+        rendered = yaml.safe_load(text)
+    except (jinja2.TemplateError, yaml.YAMLError) as exc:
+        raise RenderError(f"template {KNATIVE_SERVICE_TEMPLATE} failed: {exc}") from exc
+    if not isinstance(rendered, dict):
+        raise RenderError(f"template {KNATIVE_SERVICE_TEMPLATE} did not produce an object")
+    return rendered

@@ -1,0 +1,69 @@
+"""The inferenceservice-config ConfigMap: documented keys, defaults, and bad input reported, not fatal."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+from isvc_operator.config import DEFAULTS, default_config, parse_config
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+
+
+def test_defaults_are_the_documented_images() -> None:
+    config = default_config()
+    assert config.pytorch.image == "torch-isvc/runtime"
+    assert config.pytorch.default_image_version == "0.1.0"
+    assert config.pytorch.default_gpu_image_version == "0.1.0-gpu"
+    assert config.storage_initializer.image == "torch-isvc/storage-initializer:0.1.0"
+    assert config.ingress.mode == "none" and config.ingress.domain == "example.com"
+    assert config.problems == ()
+
+
+def test_missing_configmap_falls_back_to_defaults_with_a_problem() -> None:
+    config = parse_config(None)
+    assert config == default_config()
+    assert config.problems == ("ConfigMap inferenceservice-config not found; using the documented defaults",)
+
+
+def test_malformed_json_keeps_defaults_for_that_key_only() -> None:
+    config = parse_config({
+        "predictors": '{"pytorch": {"image": "mirror/rt"',
+        "storageInitializer": json.dumps({"image": "mirror/init:1"}),
+        "ingress": "{}",
+    })
+    assert config.pytorch.image == "torch-isvc/runtime"
+    assert config.storage_initializer.image == "mirror/init:1"
+    [problem] = config.problems
+    assert problem.startswith("data.predictors is not valid JSON")
+
+
+def test_wrong_types_and_unknown_mode_are_reported_per_field() -> None:
+    config = parse_config({
+        "predictors": json.dumps({"pytorch": {"image": 5, "defaultImageVersion": "2"}}),
+        "storageInitializer": json.dumps(["not", "an", "object"]),
+        "ingress": json.dumps({"mode": "nginx"}),
+    })
+    assert config.pytorch.image == "torch-isvc/runtime"
+    assert config.pytorch.default_image_version == "2"
+    assert config.ingress.mode == "none"
+    assert config.problems == (
+        "data.predictors.pytorch.image must be a non-empty string; using the default 'torch-isvc/runtime'",
+        "data.storageInitializer must be a JSON object; using the defaults",
+        "data.ingress.mode must be one of istio, none; using 'none'",
+    )
+
+
+def test_missing_keys_are_reported() -> None:
+    config = parse_config({})
+    assert config == default_config()
+    assert len(config.problems) == 3 and all("is missing" in problem for problem in config.problems)
+
+
+def test_deploy_configmap_states_exactly_the_defaults() -> None:
+    documents = [d for d in yaml.safe_load_all((DEPLOY / "operator.yaml").read_text()) if d]
+    [configmap] = [d for d in documents if d["kind"] == "ConfigMap"]
+    assert configmap["metadata"] == {"name": "inferenceservice-config", "namespace": "torch-isvc-system"}
+    assert {key: json.loads(value) for key, value in configmap["data"].items()} == DEFAULTS
+    assert parse_config(configmap["data"]).problems == ()

@@ -1,0 +1,90 @@
+"""The CRD and the install manifest, read as data: KFServing's API surface and least privilege."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def documents(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def crd() -> dict[str, Any]:
+    [definition] = documents(ROOT / "crds" / "serving.kubeflow.org_inferenceservices.yaml")
+    return definition
+
+
+def test_crd_is_kfservings_v1beta1_inferenceservice_with_short_name_and_status() -> None:
+    spec = crd()["spec"]
+    assert spec["group"] == "serving.kubeflow.org" and spec["scope"] == "Namespaced"
+    assert spec["names"]["kind"] == "InferenceService" and spec["names"]["plural"] == "inferenceservices"
+    assert spec["names"]["shortNames"] == ["isvc"]
+    [version] = spec["versions"]
+    assert (version["name"], version["served"], version["storage"]) == ("v1beta1", True, True)
+    assert version["subresources"] == {"status": {}}
+
+
+def test_printer_columns_are_exactly_kfservings() -> None:
+    [version] = crd()["spec"]["versions"]
+    columns = [(c["name"], c["type"], c["jsonPath"]) for c in version["additionalPrinterColumns"]]
+    assert columns == [
+        ("URL", "string", ".status.url"),
+        ("Ready", "string", ".status.conditions[?(@.type=='Ready')].status"),
+        ("Prev", "integer", ".status.components.predictor.traffic[?(@.tag=='prev')].percent"),
+        ("Latest", "integer", ".status.components.predictor.traffic[?(@.latestRevision==true)].percent"),
+        ("PrevRolledoutRevision", "string",
+         ".status.components.predictor.traffic[?(@.tag=='prev')].revisionName"),
+        ("LatestReadyRevision", "string",
+         ".status.components.predictor.traffic[?(@.latestRevision==true)].revisionName"),
+        ("Age", "date", ".metadata.creationTimestamp"),
+    ]
+
+
+def _rules(schema: Any, path: str = "") -> list[tuple[str, str]]:
+    found = []
+    if isinstance(schema, dict):
+        for rule in schema.get("x-kubernetes-validations", []):
+            found.append((path, rule["message"]))
+        for key, value in schema.get("properties", {}).items():
+            found += _rules(value, f"{path}.{key}".lstrip("."))
+    return found
+
+
+def test_every_cel_rule_message_names_its_field() -> None:
+    [version] = crd()["spec"]["versions"]
+    rules = _rules(version["schema"]["openAPIV3Schema"])
+    assert len(rules) >= 7
+    for path, message in rules:
+        named = message.split(" ", 1)[0].rstrip(":")
+        assert named.startswith(("metadata.", "spec.")), message
+        assert path.startswith(named) or named.startswith(path) or path == "", (path, message)
+
+
+def test_cluster_role_has_no_wildcards_and_never_writes_secrets() -> None:
+    manifests = documents(ROOT / "deploy" / "operator.yaml")
+    rules = [rule for doc in manifests if doc["kind"] in ("ClusterRole", "Role") for rule in doc["rules"]]
+    for rule in rules:
+        for field in ("apiGroups", "resources", "verbs"):
+            assert "*" not in rule[field], rule
+        if "secrets" in rule["resources"]:
+            assert set(rule["verbs"]) <= {"get", "list", "watch"}, rule
+        assert "delete" not in rule["verbs"] and "deletecollection" not in rule["verbs"], rule
+
+
+def test_operator_deployment_is_non_root_read_only_with_kopf_liveness_probe() -> None:
+    [deployment] = [d for d in documents(ROOT / "deploy" / "operator.yaml") if d["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    [main] = pod["containers"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert main["securityContext"]["readOnlyRootFilesystem"] is True
+    assert main["securityContext"]["allowPrivilegeEscalation"] is False
+    assert main["resources"]["limits"] and main["resources"]["requests"]
+    assert main["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    env = {item["name"]: item.get("value") for item in main["env"]}
+    assert env["ISVC_LIVENESS_ENDPOINT"].endswith(":8080/healthz")
+    assert pod["serviceAccountName"] == "torch-isvc-operator"
