@@ -25,15 +25,21 @@ from isvc_runtime.storage.retry import with_retries
 
 
 def make_client() -> Any:
+    import google.auth
     from google.auth.exceptions import DefaultCredentialsError
     from google.cloud import storage
 
-    if os.environ.get("GOOGLE_APPLICATION_CREDENTIALS"):
+    emulator = bool(os.environ.get("STORAGE_EMULATOR_HOST"))
+    if path := os.environ.get("GOOGLE_APPLICATION_CREDENTIALS"):
         try:
-            return storage.Client()
+            credentials, project = google.auth.load_credentials_from_file(
+                path, scopes=["https://www.googleapis.com/auth/devstorage.read_only"]
+            )
         except (DefaultCredentialsError, ValueError, OSError) as e:
             raise StorageError(f"GOOGLE_APPLICATION_CREDENTIALS is unusable: {type(e).__name__}") from None
-    if os.environ.get("STORAGE_EMULATOR_HOST"):
+        if not emulator:  # emulators take no credentials: the file is checked, then not sent
+            return storage.Client(credentials=credentials, project=project or "<none>")
+    if emulator:
         return storage.Client.create_anonymous_client()
     try:
         return storage.Client()
