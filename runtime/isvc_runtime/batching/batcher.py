@@ -1,0 +1,142 @@
+"""Dynamic batching: requests queued on the event loop, merged into batches of at most ``max_rows`` rows,
+waiting at most ``max_delay`` for a batch to fill, run by ``workers`` concurrent consumers.
+
+A request is never split: its rows go to the handler together (a request larger than ``max_rows``
+runs as a batch of its own). The batcher knows nothing about models or HTTP: it hands each batch to
+``run_batch`` (an async callable) and that callable resolves the requests' futures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class Pending:
+    """One request waiting for its answers: its rows, the headers its rows carry, its future."""
+
+    rows: Sequence[Any]
+    headers: Mapping[str, str]
+    request_id: str
+    future: asyncio.Future[list[Any]]
+    enqueued: float  # loop.time() when queued
+    exclusive: bool = False  # run alone (for example an explanation), never merged
+    started: float = field(default=0.0)  # loop.time() when its batch started
+
+
+def take_batch(queue: deque[Pending], max_rows: int) -> list[Pending]:
+    """Pop the requests of the next batch: the first request, then following ones while the row count
+    stays within ``max_rows``; exclusive requests always form a batch of their own."""
+    first = queue.popleft()
+    batch = [first]
+    if first.exclusive:
+        return batch
+    rows = len(first.rows)
+    while queue:
+        following = queue[0]
+        if following.exclusive or rows + len(following.rows) > max_rows:
+            break
+        queue.popleft()
+        batch.append(following)
+        rows += len(following.rows)
+    return batch
+
+
+def queued_rows(queue: deque[Pending]) -> int:
+    return sum(len(p.rows) for p in queue)
+
+
+class Batcher:
+    def __init__(
+        self,
+        run_batch: Callable[[list[Pending]], Awaitable[None]],
+        *,
+        max_rows: int = 1,
+        max_delay: float = 0.0,
+        workers: int = 1,
+    ) -> None:
+        self._run_batch = run_batch
+        self.max_rows = max(1, max_rows)
+        self.max_delay = max(0.0, max_delay)
+        self.workers = max(1, workers)
+        self._queue: deque[Pending] = deque()
+        self._rows = 0
+        self._wakeup: asyncio.Event | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def queue_length(self) -> int:
+        return len(self._queue)
+
+    def start(self) -> None:
+        if self._tasks:
+            return
+        self._wakeup = asyncio.Event()
+        self._tasks = [asyncio.create_task(self._consume(), name=f"batcher-{i}") for i in range(self.workers)]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        while self._queue:
+            pending = self._queue.popleft()
+            if not pending.future.done():
+                pending.future.set_exception(RuntimeError("the server is shutting down"))
+
+    def submit(
+        self, rows: Sequence[Any], headers: Mapping[str, str], request_id: str, *, exclusive: bool = False
+    ) -> asyncio.Future[list[Any]]:
+        """Queue a request; the future resolves to one answer per row (or the handler's error)."""
+        if not self._tasks:
+            self.start()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Any]] = loop.create_future()
+        self._queue.append(Pending(rows, headers, request_id, future, loop.time(), exclusive))
+        self._rows += len(rows)
+        assert self._wakeup is not None
+        self._wakeup.set()
+        return future
+
+    async def _wait_for_more(self) -> None:
+        """Give a partial batch up to ``max_delay`` (from its first request's arrival) to fill."""
+        assert self._wakeup is not None
+        loop = asyncio.get_running_loop()
+        deadline = self._queue[0].enqueued + self.max_delay
+        while self._queue and self._rows < self.max_rows and not self._queue[0].exclusive:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except TimeoutError:
+                return
+
+    async def _consume(self) -> None:
+        assert self._wakeup is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            if self.max_rows > 1 and self.max_delay > 0:
+                await self._wait_for_more()
+                if not self._queue:
+                    continue
+            batch = take_batch(self._queue, self.max_rows)
+            now = loop.time()
+            for pending in batch:
+                self._rows -= len(pending.rows)
+                pending.started = now
+            live = [p for p in batch if not p.future.done()]  # skip requests whose client gave up
+            if live:
+                await self._run_batch(live)

@@ -1,0 +1,1 @@
+"""Protocol codecs: request bodies → handler rows, handler answers → response bodies. Pure functions."""

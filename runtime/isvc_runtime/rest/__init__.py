@@ -1,0 +1,1 @@
+"""The HTTP layer: a raw ASGI app (:mod:`.app`) and the protocol endpoints (:mod:`.endpoints`)."""

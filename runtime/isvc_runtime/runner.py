@@ -1,0 +1,195 @@
+"""One served model: its load state, its batcher, and the thread(s) its handler runs on.
+
+``ModelRunner.predict(rows, headers, request_id)`` is the whole interface the protocols use: rows in
+TorchServe's shape (dicts with ``data``/``body``), one answer per row out. Handlers run on the
+runner's own thread pool, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from .batching import Batcher, Pending
+from .config import ModelSettings
+from .errors import ApiError, InputError, NotReady, ResponseTimeout
+from .loader import LoadedModel
+from .observe import get_observer
+
+log = logging.getLogger("isvc_runtime.runner")
+
+T = TypeVar("T")
+
+LOADING, READY, FAILED = "loading", "ready", "failed"
+
+
+def _input_error_types() -> tuple[type[BaseException], ...]:
+    types: list[type[BaseException]] = [InputError, binascii.Error]
+    try:
+        from PIL import UnidentifiedImageError
+
+        types.append(UnidentifiedImageError)
+    except ImportError:  # pragma: no cover - pillow ships with the runtime extra
+        pass
+    return tuple(types)
+
+
+_INPUT_ERRORS = _input_error_types()
+
+
+class ModelRunner:
+    def __init__(self, name: str, settings: ModelSettings, *, version: str = "1.0") -> None:
+        self.name = name
+        self.version = version
+        self.settings = settings
+        self.state = LOADING
+        self.error: str | None = None
+        self.model: LoadedModel | None = None
+        self.platform = "pytorch"
+        # What the last successful v2 request looked like, for the metadata endpoint.
+        self.observed_inputs: list[dict[str, Any]] = []
+        self.observed_outputs: list[dict[str, Any]] = []
+        self._executor = ThreadPoolExecutor(settings.workers, thread_name_prefix=f"model-{name}")
+        self.batcher = Batcher(
+            self._run_batch,
+            max_rows=settings.batch_size,
+            max_delay=settings.max_batch_delay_ms / 1000.0,
+            workers=settings.workers,
+        )
+
+    @property
+    def ready(self) -> bool:
+        return self.state == READY
+
+    @property
+    def handler(self) -> Any:
+        """The handler instance (or module) of the loaded model, for explanations."""
+        return None if self.model is None else self.model.handler
+
+    def set_loaded(self, model: LoadedModel) -> None:
+        self.model = model
+        self.version = model.version
+        self.state = READY
+        self.error = None
+
+    def set_failed(self, message: str) -> None:
+        self.state = FAILED
+        self.error = message
+
+    def check_ready(self) -> None:
+        if self.state == LOADING:
+            raise NotReady(f"model {self.name} is still loading")
+        if self.state == FAILED:
+            raise NotReady(f"model {self.name} failed to load: {self.error}")
+
+    async def predict(
+        self,
+        rows: Sequence[Any],
+        headers: Mapping[str, str],
+        request_id: str,
+        *,
+        exclusive: bool = False,
+    ) -> list[Any]:
+        """One answer per row. ``exclusive`` runs the request as a batch of its own (explanations).
+
+        Raises :class:`ApiError` (400 for input the handler rejected, 500 for handler failures, 503
+        when not loaded, 504 after ``responseTimeout``)."""
+        self.check_ready()
+        future = self.batcher.submit(rows, headers, request_id, exclusive=exclusive)
+        try:
+            return await asyncio.wait_for(future, self.settings.response_timeout_s)
+        except TimeoutError:
+            raise ResponseTimeout(
+                f"model {self.name} did not answer within {self.settings.response_timeout_s:g} s"
+            ) from None
+
+    async def run_in_worker(self, function: Callable[..., T], *args: Any) -> T:
+        """Run ``function(*args)`` on this model's inference thread(s), off the event loop."""
+        self.check_ready()
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
+    def run_handler(
+        self, rows: list[Any], headers: Sequence[Mapping[str, str]], request_ids: Sequence[str]
+    ) -> tuple[list[Any], list[tuple[int, str | None]]]:
+        """Call the handler on one batch (on a worker thread); answers and per-row (status, phrase)."""
+        assert self.model is not None
+        context = self.model.context.for_batch(headers, request_ids)
+        answers = self.model.entry_point(rows, context)
+        if answers is None or isinstance(answers, str | bytes | dict) or not hasattr(answers, "__len__"):
+            raise ApiError(f"the handler of model {self.name} returned {type(answers).__name__}, not a list")
+        answers = list(answers)
+        if len(answers) != len(rows):
+            raise ApiError(
+                f"the handler of model {self.name} returned {len(answers)} answers for {len(rows)} inputs"
+            )
+        statuses = [(p.status_code, p.status_phrase) for p in context.request_processor]
+        return answers, statuses
+
+    def _error(self, exc: BaseException) -> ApiError:
+        if isinstance(exc, ApiError):
+            return exc
+        if isinstance(exc, _INPUT_ERRORS):
+            return InputError(f"{exc}")
+        log.error("model %s: handler failed", self.name, exc_info=exc)
+        return ApiError(f"model {self.name} failed: {type(exc).__name__}: {exc}")
+
+    async def _run_batch(self, batch: list[Pending]) -> None:
+        rows: list[Any] = []
+        headers: list[Mapping[str, str]] = []
+        request_ids: list[str] = []
+        for pending in batch:
+            rows.extend(pending.rows)
+            headers.extend([pending.headers] * len(pending.rows))
+            request_ids.extend([pending.request_id] * len(pending.rows))
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            answers, statuses = await loop.run_in_executor(
+                self._executor, self.run_handler, rows, headers, request_ids
+            )
+        except Exception as exc:  # the handler's failure, whatever it is, must not stop the batcher
+            self._observe(batch, len(rows), loop.time() - started, ok=False)
+            if len(batch) > 1:
+                # Isolate the culprit: each request of the failed batch runs again on its own.
+                for pending in batch:
+                    await self._run_batch([pending])
+                return
+            if not batch[0].future.done():
+                batch[0].future.set_exception(self._error(exc))
+            return
+        self._observe(batch, len(rows), loop.time() - started, ok=True)
+        start = 0
+        for pending in batch:
+            end = start + len(pending.rows)
+            if not pending.future.done():
+                failed = next((s for s in statuses[start:end] if s[0] >= 400), None)
+                if failed is not None:
+                    message = failed[1] or str(answers[start])
+                    pending.future.set_exception(ApiError(message, failed[0]))
+                else:
+                    pending.future.set_result(answers[start:end])
+            start = end
+
+    def _observe(self, batch: list[Pending], rows: int, seconds: float, *, ok: bool) -> None:
+        get_observer().batch_finished(
+            model=self.name,
+            rows=rows,
+            requests=len(batch),
+            queue_seconds=[p.started - p.enqueued for p in batch],
+            inference_seconds=seconds,
+            ok=ok,
+        )
+
+    async def stop(self) -> None:
+        await self.batcher.stop()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def timed_load(function: Callable[[], T]) -> tuple[T, float]:
+    started = time.perf_counter()
+    return function(), time.perf_counter() - started

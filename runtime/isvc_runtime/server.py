@@ -1,0 +1,241 @@
+"""Wiring: command line → model store → registry → ASGI app → uvicorn. The one place parts meet."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import importlib.util
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from .config import RuntimeConfig
+from .errors import ConfigError
+from .model_store import discover
+from .registry import ModelRegistry, Prepared, load_prepared, prepare_models
+from .rest.app import RuntimeApp
+from .rest.endpoints import V1Action, make_router, v1_predict
+
+log = logging.getLogger("isvc_runtime")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m isvc_runtime",
+        description="Serve a TorchServe model store over KServe v1/v2 and TorchServe's /predictions.",
+    )
+    parser.add_argument(
+        "--model-store",
+        required=True,
+        type=Path,
+        help="directory: config/ + model-store/, a dir of .mar files, or one unpacked archive",
+    )
+    parser.add_argument(
+        "--http-port", type=int, default=None, help="port (default: inference_address's port, else 8080)"
+    )
+    parser.add_argument(
+        "--host", default=None, help="bind address (default: inference_address's host, else 0.0.0.0)"
+    )
+    parser.add_argument(
+        "--model-name",
+        default=None,
+        help="also serve the model under this name (the InferenceService's name)",
+    )
+    parser.add_argument(
+        "--config-file",
+        type=Path,
+        default=None,
+        help="config.properties to use (default: MODEL_STORE/config/config.properties)",
+    )
+    parser.add_argument("--batch-size", type=int, default=None, help="max rows per handler call, all models")
+    parser.add_argument(
+        "--max-batch-delay", type=float, default=None, help="ms to wait for a batch to fill, all models"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="concurrent handler calls per model (default: minWorkers, else 1)",
+    )
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads (default: chosen from the CPUs available)",
+    )
+    parser.add_argument(
+        "--work-dir", type=Path, default=None, help="where archives are unpacked (default: a temp dir)"
+    )
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("ISVC_LOG_LEVEL", "info"),
+        choices=["debug", "info", "warning", "error"],
+    )
+    args = parser.parse_args(argv)
+    for flag in ("http_port", "batch_size", "workers", "torch_threads"):
+        value = getattr(args, flag)
+        if value is not None and value < (0 if flag == "http_port" else 1):
+            parser.error(f"--{flag.replace('_', '-')} must be positive")
+    if args.max_batch_delay is not None and args.max_batch_delay < 0:
+        parser.error("--max-batch-delay must not be negative")
+    return args
+
+
+def available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def default_torch_threads(cpus: int, workers: int) -> int:
+    """Intra-op threads per handler call. The event loop (HTTP, JSON) needs a core of its own under
+    load, and oversubscribing cores is what makes TorchServe's defaults collapse; so: the CPUs left
+    after one for the server, shared by the concurrent workers, at least 1."""
+    return max(1, (cpus - 1) // max(1, workers))
+
+
+def configure_torch(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    with contextlib.suppress(RuntimeError):  # already set when parallel work ran before
+        torch.set_num_interop_threads(1)
+
+
+def v1_actions() -> dict[str, V1Action]:
+    """``predict``, plus ``explain`` when :mod:`isvc_runtime.explain` provides ``v1_explain``."""
+    actions: dict[str, V1Action] = {"predict": v1_predict}
+    if importlib.util.find_spec("isvc_runtime.explain") is not None:
+        explain = importlib.import_module("isvc_runtime.explain")
+        if hasattr(explain, "v1_explain"):
+            actions["explain"] = explain.v1_explain
+    return actions
+
+
+def gpu_count() -> int:
+    """CUDA devices visible, without importing torch when no NVIDIA driver is present."""
+    if not Path("/proc/driver/nvidia").exists() and not os.environ.get("CUDA_VISIBLE_DEVICES"):
+        return 0
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+class _Server:
+    """uvicorn's server, except that SIGTERM (the kubelet's stop) ends the process with status 0
+    after in-flight requests finish, instead of re-raising the signal."""
+
+    def __init__(self, config: object) -> None:
+        import uvicorn
+
+        class Server(uvicorn.Server):
+            def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+                super().handle_exit(sig, frame)
+                if sig == signal.SIGTERM:
+                    self._captured_signals = [s for s in self._captured_signals if s != signal.SIGTERM]
+
+        self.server = Server(config)  # type: ignore[arg-type]
+
+    def run(self) -> None:
+        self.server.run()
+
+
+def build_app(
+    registry: ModelRegistry, prepared: list[Prepared], config: RuntimeConfig, torch_threads: int
+) -> RuntimeApp:
+    def load_all() -> None:
+        try:
+            configure_torch(torch_threads)
+            load_prepared(prepared, limit_max_image_pixels=config.limit_max_image_pixels)
+        except BaseException as exc:  # keep the server up and honest: every unloaded model reports it
+            for item in prepared:
+                if item.runner.state == "loading":
+                    item.runner.set_failed(f"{type(exc).__name__}: {exc}")
+            log.exception("model loading stopped")
+
+    async def on_startup() -> None:
+        threading.Thread(target=load_all, name="model-loader", daemon=True).start()
+
+    async def on_shutdown() -> None:
+        await registry.stop()
+
+    return RuntimeApp(
+        registry,
+        make_router(v1_actions()),
+        max_request_size=config.max_request_size,
+        on_startup=on_startup,
+        on_shutdown=on_shutdown,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="isvc-runtime-"))
+    work_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        try:
+            config, sources = discover(args.model_store, config_file=args.config_file)
+            registry, prepared = prepare_models(
+                sources,
+                config,
+                work_dir=work_dir,
+                batch_size=args.batch_size,
+                max_batch_delay_ms=args.max_batch_delay,
+                workers=args.workers,
+                alias=args.model_name,
+                gpu_count=gpu_count(),
+            )
+        except ConfigError as exc:
+            log.error("%s", exc)
+            return 2
+        workers = max(r.settings.workers for r in registry.runners)
+        threads = args.torch_threads or default_torch_threads(available_cpus(), workers)
+        port = (
+            args.http_port
+            if args.http_port is not None
+            else (config.port if config.port_configured else 8080)
+        )
+        host = args.host or config.host
+        log.info("serving %s on %s:%d (torch threads %d)", ", ".join(registry.names()), host, port, threads)
+        import uvicorn
+
+        uvicorn_config = uvicorn.Config(
+            build_app(registry, prepared, config, threads),
+            host=host,
+            port=port,
+            loop="uvloop",
+            http="httptools",
+            lifespan="on",
+            access_log=False,
+            log_level=args.log_level,
+            timeout_graceful_shutdown=max(r.settings.response_timeout_s for r in registry.runners),
+            server_header=False,
+        )
+        _Server(uvicorn_config).run()
+        return 0
+    finally:
+        if args.work_dir is None:
+            shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def run() -> None:
+    try:
+        asyncio.get_event_loop_policy()
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)
