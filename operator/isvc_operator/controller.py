@@ -119,8 +119,11 @@ class Controller:
         except RenderError as exc:
             desired, render_error = None, str(exc)
         live = self._ksvcs.get((namespace, ksvc_name))
-        if desired is not None and not self._already_applied(key, desired, live):
+        applied = desired is not None and not self._already_applied(key, desired, live)
+        if applied:
+            before = None if live is None else live["metadata"].get("resourceVersion")
             live = self.kube.apply_knative_service(desired)
+            applied = live["metadata"].get("resourceVersion") != before
             with self._guard:
                 self._ksvcs[(namespace, ksvc_name)] = live
                 self._applied[key] = (desired, live["metadata"].get("generation"))
@@ -128,12 +131,18 @@ class Controller:
             live = self.kube.get_knative_service(namespace, ksvc_name)
         old_status = isvc.get("status") or {}
         status = propagate_status(isvc, live, now(), render_error=render_error)
-        if status != old_status:
+        status_written = status != old_status
+        if status_written:
             written = self.kube.apply_status(namespace, name, status)
             with self._guard:
                 if key in self._isvcs:
                     self._isvcs[key] = {**self._isvcs[key], "status": written.get("status", status)}
             self._post_transitions(isvc, old_status, status, render_error)
+        if applied or status_written:
+            self.logger.info("reconciled %s/%s: ksvc %s, status %s", namespace, name,
+                             _written(applied), _written(status_written))
+        else:
+            self.logger.debug("reconciled %s/%s: no changes", namespace, name)
 
     def _already_applied(self, key: Key, desired: dict[str, Any], live: dict[str, Any] | None) -> bool:
         if live is None:
@@ -230,6 +239,10 @@ class Controller:
         self._stop.set()
         for timer in list(self._timers):
             timer.cancel()
+
+
+def _written(flag: bool) -> str:
+    return "written" if flag else "unchanged"
 
 
 def _config_data(config_map: dict[str, Any] | None) -> dict[str, str] | None:

@@ -18,6 +18,7 @@ from .kube import Kube, api_client
 from .naming import GROUP, ISVC_LABEL, KNATIVE_GROUP, KNATIVE_PLURAL, KNATIVE_VERSION, PLURAL, VERSION
 
 NAMESPACE_ENV = "ISVC_OPERATOR_NAMESPACE"
+LOG_LEVEL_ENV = "ISVC_OPERATOR_LOG_LEVEL"  # e.g. DEBUG: also log reconciles that changed nothing
 _controller: Controller | None = None
 
 
@@ -36,7 +37,9 @@ def start_controller(settings: kopf.OperatorSettings, logger: logging.Logger, **
     settings.watching.client_timeout = 330
     settings.execution.max_workers = 8
     namespace = os.environ.get(NAMESPACE_ENV) or DEFAULT_NAMESPACE
-    _controller = Controller(Kube(api_client()), namespace, logging.getLogger("isvc_operator"))
+    operator_logger = logging.getLogger("isvc_operator")
+    operator_logger.setLevel(os.environ.get(LOG_LEVEL_ENV, "INFO").upper())
+    _controller = Controller(Kube(api_client()), namespace, operator_logger)
     _controller.start()
     logger.info("watching ConfigMap %s/inferenceservice-config", namespace)
 

@@ -1,0 +1,143 @@
+"""Fixtures for the operator's e2e tests: CRDs and install manifest applied, the operator running as a
+local process with exactly its manifest's ServiceAccount, and the test-only Knative stand-in."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import yaml
+
+from e2e.conftest import Kubectl
+from e2e.knative.standin import KnativeStandin
+from e2e.localkube import REPO_ROOT, ControlPlane, free_port
+
+T = TypeVar("T")
+OPERATOR_NAMESPACE = "torch-isvc-system"
+OPERATOR_ACCOUNT = "torch-isvc-operator"
+EXAMPLES = REPO_ROOT / "examples" / "mnist"
+RUNNING: list[OperatorProcess] = []  # the session's operator, for failure messages
+
+
+def wait_for(probe: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.1,
+             what: str = "condition") -> T:
+    """Poll until probe returns something truthy; fail with `what` after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            log = f"\n--- operator log (tail) ---\n{RUNNING[-1].tail()}" if RUNNING else ""
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}{log}")
+        time.sleep(interval)
+
+
+def get_json(kubectl: Kubectl, *args: str) -> dict[str, Any] | None:
+    proc = kubectl("get", *args, "-o", "json", check=False)
+    if proc.returncode != 0:
+        if "NotFound" in proc.stderr or "not found" in proc.stderr:
+            return None
+        raise AssertionError(proc.stderr)
+    return yaml.safe_load(proc.stdout)
+
+
+class OperatorProcess:
+    """`python -m isvc_operator` as a child process; its log is kept in a file for assertions."""
+
+    def __init__(self, kubeconfig: Path, log_path: Path) -> None:
+        self.kubeconfig = kubeconfig
+        self.log_path = log_path
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> OperatorProcess:
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig),
+               "ISVC_OPERATOR_NAMESPACE": OPERATOR_NAMESPACE,
+               "ISVC_LIVENESS_ENDPOINT": f"http://127.0.0.1:{self.port}/healthz",
+               "ISVC_OPERATOR_LOG_LEVEL": "DEBUG"}
+        env.pop("KUBERNETES_SERVICE_HOST", None)
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "isvc_operator"], env=env, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for(self._healthy, timeout=60, interval=0.2, what="the operator's liveness endpoint")
+        return self
+
+    def _healthy(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            pytest.fail(f"the operator exited with {self.proc.returncode}\n{self.tail()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=5)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log().splitlines()[-lines:])
+
+
+@pytest.fixture(scope="session")
+def operator_installed(cluster: ControlPlane, kubectl: Kubectl) -> None:
+    """`kubectl apply -f crds/ -f deploy/` plus the test-only Knative/Istio fixture CRDs."""
+    kubectl("apply", "-f", str(REPO_ROOT / "e2e" / "knative" / "crds"))
+    kubectl("apply", "-f", str(REPO_ROOT / "crds"), "-f", str(REPO_ROOT / "deploy"))
+    kubectl("wait", "--for=condition=Established", "--timeout=60s",
+            "crd/inferenceservices.serving.kubeflow.org", "crd/services.serving.knative.dev")
+
+
+@pytest.fixture(scope="session")
+def operator_kubeconfig(operator_installed: None, service_account_kubeconfig) -> Path:
+    return service_account_kubeconfig(OPERATOR_NAMESPACE, OPERATOR_ACCOUNT)
+
+
+@pytest.fixture(scope="session")
+def operator(
+    operator_kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    process = OperatorProcess(operator_kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log")
+    process.start()
+    RUNNING.append(process)
+    try:
+        yield process
+    finally:
+        RUNNING.remove(process)
+        process.stop()
+
+
+@pytest.fixture(scope="session")
+def knative(cluster: ControlPlane, operator_installed: None) -> Iterator[KnativeStandin]:
+    standin = KnativeStandin(cluster.kubeconfig).start()
+    try:
+        yield standin
+    finally:
+        standin.stop()
+
+
+@pytest.fixture
+def apply_sample(kubectl: Kubectl, namespace: str) -> Callable[[str], dict[str, Any]]:
+    def apply(sample: str) -> dict[str, Any]:
+        kubectl("apply", "-n", namespace, "-f", str(EXAMPLES / f"{sample}.yaml"))
+        return yaml.safe_load((EXAMPLES / f"{sample}.yaml").read_text())
+
+    return apply
