@@ -1,0 +1,45 @@
+"""Fixtures for the runtime tests: tiny models (weights written per session), images, archives."""
+
+from __future__ import annotations
+
+import importlib.util
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from runtime_support import ASSETS
+
+
+def _module(path: Path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """State dicts, a TorchScript file and a torch.export program of the tiny test models."""
+    out = tmp_path_factory.mktemp("weights")
+    quadrant = _module(ASSETS / "quadrant_net.py").QuadrantNet().eval()
+    scale_sum = _module(ASSETS / "scale_sum.py").ScaleSum()
+    with torch.no_grad():
+        scale_sum.scale.fill_(2.0)
+        quadrant.weight.copy_(torch.tensor([1.0, 1.0, 1.0, 1.0]))
+    paths = {
+        "quadrant": out / "quadrant.pt",
+        "scale_sum": out / "scale_sum.pt",
+        "quadrant_script": out / "quadrant_script.pt",
+        "quadrant_export": out / "quadrant.pt2",
+    }
+    torch.save(quadrant.state_dict(), paths["quadrant"])
+    torch.save(scale_sum.state_dict(), paths["scale_sum"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, but users still ship it
+        torch.jit.script(quadrant).save(str(paths["quadrant_script"]))
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    program = torch.export.export(quadrant, (torch.zeros(2, 1, 8, 8),), dynamic_shapes={"x": {0: batch}})
+    torch.export.save(program, str(paths["quadrant_export"]))
+    return paths

@@ -1,0 +1,239 @@
+"""Model kinds, handler kinds and archive formats, served from the seed layout by one real server."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from runtime_support import ASSETS, RuntimeProcess, build_archive, quadrant_png, quadrant_tensor
+
+CONFIG = """\
+# the seed's keys, plus one this runtime does not know
+inference_address=http://0.0.0.0:8085
+management_address=http://0.0.0.0:8081
+load_models=all
+models={"batcher": {"1.0": {"batchSize": 8, "maxBatchDelay": 300, "responseTimeout": 60}}}
+service_envelope=kserve
+some_future_key=1
+"""
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, weights: dict[str, Path]) -> Iterator[RuntimeProcess]:
+    root = tmp_path_factory.mktemp("store")
+    store = root / "model-store"
+    build_archive(
+        store,
+        "quadrant",
+        handler=ASSETS / "quadrant_handler.py",
+        model_file=ASSETS / "quadrant_net.py",
+        serialized_file=weights["quadrant"],
+    )
+    build_archive(
+        store,
+        "quadrant_ts",
+        handler=ASSETS / "ts_quadrant_handler.py",
+        model_file=ASSETS / "quadrant_net.py",
+        serialized_file=weights["quadrant"],
+        archive_format="zip-store",
+    )
+    build_archive(
+        store,
+        "labels",
+        handler="image_classifier",
+        model_file=ASSETS / "quadrant_net.py",
+        serialized_file=weights["quadrant"],
+        extra_files=[ASSETS / "index_to_name.json"],
+        archive_format="tgz",
+    )
+    build_archive(
+        store,
+        "script",
+        handler="base_handler",
+        serialized_file=weights["quadrant_script"],
+        archive_format="no-archive",
+    )
+    build_archive(store, "exported", handler="base_handler", serialized_file=weights["quadrant_export"])
+    build_archive(
+        store,
+        "batcher",
+        handler=ASSETS / "batch_report_handler.py",
+        model_file=ASSETS / "scale_sum.py",
+        serialized_file=weights["scale_sum"],
+    )
+    build_archive(store, "upper", handler=ASSETS / "function_handler.py")
+    (root / "config").mkdir()
+    (root / "config" / "config.properties").write_text(CONFIG)
+    process = RuntimeProcess(root, root / "runtime.log")
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        assert process.stop() == 0
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def test_every_archive_format_and_model_kind_loads(server: RuntimeProcess) -> None:
+    models = server.client.get("/v1/models").json()["models"]
+    assert sorted(models) == ["batcher", "exported", "labels", "quadrant", "quadrant_ts", "script", "upper"]
+    for name in models:
+        assert server.client.get(f"/v2/models/{name}/ready").json() == {"name": name, "ready": True}
+
+
+def test_unknown_config_key_is_logged_once(server: RuntimeProcess) -> None:
+    assert server.log().count("unknown key 'some_future_key'") == 1
+
+
+@pytest.mark.parametrize("quadrant", [0, 1, 2, 3])
+def test_eager_model_with_image_classifier_subclass_answers_each_quadrant(
+    server: RuntimeProcess, quadrant: int
+) -> None:
+    body = {"instances": [{"data": _b64(quadrant_png(quadrant))}]}
+    response = server.client.post("/v1/models/quadrant:predict", json=body)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"predictions": [quadrant]}
+
+
+def test_handler_subclassing_torchserve_ts_package_runs_unmodified(server: RuntimeProcess) -> None:
+    """ts's BaseHandler.handle records HandlerTime through context.metrics.add_time and the handler
+    adds a counter: both must work for these answers to come back."""
+    instances = [{"data": _b64(quadrant_png(q))} for q in (3, 1, 0, 2)]
+    response = server.client.post("/v1/models/quadrant_ts:predict", json={"instances": instances})
+    assert response.status_code == 200, response.text
+    assert response.json() == {"predictions": [3, 1, 0, 2]}
+    native = server.client.post("/predictions/quadrant_ts", content=quadrant_png(1))
+    assert native.status_code == 200 and native.json() == 1
+
+
+def test_builtin_image_classifier_maps_classes_to_names_from_index_to_name(server: RuntimeProcess) -> None:
+    png = quadrant_png(2, mode="RGB", size=64)
+    response = server.client.post("/v1/models/labels:predict", json={"instances": [{"data": _b64(png)}]})
+    assert response.status_code == 200, response.text
+    (answer,) = response.json()["predictions"]
+    assert set(answer) == {"top-left", "top-right", "bottom-left", "bottom-right"}
+    assert max(answer, key=answer.get) == "bottom-left"
+    assert abs(sum(answer.values()) - 1.0) < 1e-4
+
+
+@pytest.mark.parametrize("model", ["script", "exported"])
+def test_torchscript_and_torch_export_models_take_v2_fp32_tensors(server: RuntimeProcess, model: str) -> None:
+    tensors = [quadrant_tensor(q) for q in (1, 3)]
+    flat = [v for t in tensors for plane in t for row in plane for v in row]
+    body = {"id": "req-7", "inputs": [{"name": "x", "shape": [2, 1, 8, 8], "datatype": "FP32", "data": flat}]}
+    response = server.client.post(f"/v2/models/{model}/infer", json=body)
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert result["model_name"] == model and result["id"] == "req-7" and result["model_version"] == "1.0"
+    (output,) = result["outputs"]
+    assert output["shape"] == [2, 4] and output["datatype"] in ("FP32", "FP64")
+    scores = [output["data"][0:4], output["data"][4:8]]
+    assert [row.index(max(row)) for row in scores] == [1, 3]
+
+
+def test_v2_metadata_reports_what_the_model_was_called_with(server: RuntimeProcess) -> None:
+    body = {"inputs": [{"name": "x", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": [0.5] * 64}]}
+    assert server.client.post("/v2/models/script/infer", json=body).status_code == 200
+    metadata = server.client.get("/v2/models/script").json()
+    assert (
+        metadata["name"] == "script" and metadata["versions"] == ["1.0"] and metadata["platform"] == "pytorch"
+    )
+    assert metadata["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 1, 8, 8]}]
+    assert metadata["outputs"][0]["shape"] == [-1, 4]
+
+
+def test_module_level_handle_function_serves_bytes_inputs(server: RuntimeProcess) -> None:
+    body = {"inputs": [{"name": "text", "shape": [2], "datatype": "BYTES", "data": ["abc", "xyz"]}]}
+    response = server.client.post("/v2/models/upper/infer", json=body)
+    assert response.status_code == 200, response.text
+    (output,) = response.json()["outputs"]
+    assert output["datatype"] == "BYTES" and output["shape"] == [2]
+    assert [json.loads(item) for item in output["data"]] == [
+        {"upper": "ABC", "model": "upper"},
+        {"upper": "XYZ", "model": "upper"},
+    ]
+
+
+def test_concurrent_distinct_requests_are_batched_and_each_gets_its_own_answer(
+    server: RuntimeProcess,
+) -> None:
+    """32 requests at once, value v each: the model answers 2 * (v + v) = 4v, in batches of up to 8."""
+
+    def ask(value: int) -> tuple[int, dict]:
+        protocol = value % 3
+        if protocol == 0:
+            response = server.client.post("/v1/models/batcher:predict", json={"instances": [[value, value]]})
+            return response.status_code, response.json()["predictions"][0]
+        if protocol == 1:
+            body = {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "INT64", "data": [value, value]}]}
+            response = server.client.post("/v2/models/batcher/infer", json=body)
+            return response.status_code, json.loads(response.json()["outputs"][0]["data"][0])
+        response = server.client.post("/predictions/batcher", json=[value, value])
+        return response.status_code, response.json()
+
+    with ThreadPoolExecutor(32) as pool:
+        results = list(pool.map(ask, range(1, 33)))
+    assert [status for status, _ in results] == [200] * 32
+    assert [answer["value"] for _, answer in results] == [4.0 * v for v in range(1, 33)]
+    assert all(answer["batch_rows"] <= 8 for _, answer in results)
+    assert max(answer["batch_rows"] for _, answer in results) > 1, "no two requests shared a batch"
+
+
+def test_a_poisoned_request_fails_alone_while_its_batch_mates_succeed(server: RuntimeProcess) -> None:
+    def ask(value: int) -> tuple[int, dict]:
+        response = server.client.post("/v1/models/batcher:predict", json={"instances": [[value, 0]]})
+        return response.status_code, response.json()
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(ask, [1, 2, 3, 666, 5, 6, 7, 8]))
+    statuses = [status for status, _ in results]
+    assert statuses == [200, 200, 200, 500, 200, 200, 200, 200]
+    assert "poisoned row" in results[3][1]["error"] and "Traceback" not in results[3][1]["error"]
+    assert [body["predictions"][0]["value"] for status, body in results if status == 200] == [
+        2.0 * v for v in (1, 2, 3, 5, 6, 7, 8)
+    ]
+
+
+def test_requests_of_different_shapes_in_one_batch_are_answered_separately(server: RuntimeProcess) -> None:
+    def ask(width: int) -> tuple[int, dict]:
+        response = server.client.post("/v1/models/batcher:predict", json={"instances": [[1] * width]})
+        return response.status_code, response.json()
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(ask, [2, 3, 4, 5]))
+    assert [(status, body["predictions"][0]["value"]) for status, body in results] == [
+        (200, 4.0),
+        (200, 6.0),
+        (200, 8.0),
+        (200, 10.0),
+    ]
+
+
+def test_store_can_be_a_directory_of_archives_or_one_unpacked_archive(
+    tmp_path: Path, server: RuntimeProcess, weights: dict[str, Path]
+) -> None:
+    flat = tmp_path / "flat"
+    build_archive(
+        flat,
+        "quadrant",
+        handler=ASSETS / "quadrant_handler.py",
+        model_file=ASSETS / "quadrant_net.py",
+        serialized_file=weights["quadrant"],
+    )
+    unpacked = build_archive(
+        tmp_path / "one",
+        "script",
+        handler="base_handler",
+        serialized_file=weights["quadrant_script"],
+        archive_format="no-archive",
+    )
+    for store, expected in ((flat, ["quadrant"]), (unpacked, ["script"])):
+        with RuntimeProcess(store, tmp_path / f"{store.name}.log") as process:
+            process.wait_ready()
+            assert process.client.get("/v1/models").json()["models"] == expected
