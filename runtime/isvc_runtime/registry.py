@@ -63,7 +63,7 @@ class ModelRegistry:
         return bool(self.runners) and all(r.ready for r in self.runners)
 
     def not_ready_reasons(self) -> list[str]:
-        return [f"{r.name}: {r.error or r.state}" for r in self.runners if not r.ready]
+        return [f"{r.name}: {r.error or 'still loading'}" for r in self.runners if not r.ready]
 
     async def stop(self) -> None:
         for runner in self.runners:

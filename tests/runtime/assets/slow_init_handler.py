@@ -1,11 +1,17 @@
-"""A handler whose initialize takes a few seconds (readiness must stay false meanwhile)."""
+"""A handler that takes its time: initialize sleeps (readiness must stay false meanwhile) and a row
+holding 999 makes its batch run for two seconds (health checks must still answer)."""
 
 import time
 
 from isvc_runtime.handlers.tensor import TensorHandler
 
 
-class SlowInitHandler(TensorHandler):
+class SlowHandler(TensorHandler):
     def initialize(self, context):
         time.sleep(4)
         super().initialize(context)
+
+    def inference(self, data, *args, **kwargs):
+        if (data == 999).any():
+            time.sleep(2)
+        return super().inference(data, *args, **kwargs)
