@@ -134,6 +134,19 @@ def knative(cluster: ControlPlane, operator_installed: None) -> Iterator[Knative
         standin.stop()
 
 
+@pytest.fixture(autouse=True)
+def no_operator_crash_during_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Whatever a test checks, the operator must not have hit an unexpected exception meanwhile."""
+    if "operator" not in request.fixturenames:
+        yield
+        return
+    process: OperatorProcess = request.getfixturevalue("operator")
+    offset = len(process.log())
+    yield
+    new = process.log()[offset:]
+    assert "Traceback" not in new, f"the operator raised during the test:\n{new[-4000:]}"
+
+
 @pytest.fixture
 def apply_sample(kubectl: Kubectl, namespace: str) -> Callable[[str], dict[str, Any]]:
     def apply(sample: str) -> dict[str, Any]:

@@ -75,7 +75,10 @@ class Controller:
         changed = config != self.config or config.problems != self.config.problems
         self.config = config
         if config.problems and config_map is not None and changed:
-            self._post(config_map, "Warning", "InvalidConfig", "; ".join(config.problems))
+            involved = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
+                "name": CONFIGMAP_NAME, "namespace": self.namespace,
+                "uid": (config_map.get("metadata") or {}).get("uid", "")}}
+            self._post(involved, "Warning", "InvalidConfig", "; ".join(config.problems))
         if config.problems:
             self.logger.warning("inferenceservice-config: %s", "; ".join(config.problems))
         if changed:

@@ -39,6 +39,8 @@ def start_controller(settings: kopf.OperatorSettings, logger: logging.Logger, **
     namespace = os.environ.get(NAMESPACE_ENV) or DEFAULT_NAMESPACE
     operator_logger = logging.getLogger("isvc_operator")
     operator_logger.setLevel(os.environ.get(LOG_LEVEL_ENV, "INFO").upper())
+    if operator_logger.level > logging.DEBUG:  # kopf logs every handled watch event at INFO
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     _controller = Controller(Kube(api_client()), namespace, operator_logger)
     _controller.start()
     logger.info("watching ConfigMap %s/inferenceservice-config", namespace)

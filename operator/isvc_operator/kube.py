@@ -46,10 +46,15 @@ class Kube:
     def apply_knative_service(self, ksvc: dict[str, Any]) -> dict[str, Any]:
         """Server-side apply; the apiserver writes nothing when our fields are already as desired."""
         metadata = ksvc["metadata"]
-        return self.custom.patch_namespaced_custom_object(
+        applied = self.custom.patch_namespaced_custom_object(
             KNATIVE_GROUP, KNATIVE_VERSION, metadata["namespace"], KNATIVE_PLURAL, metadata["name"], ksvc,
             field_manager=FIELD_MANAGER, force=True, _content_type=APPLY,
         )
+        if applied is None:  # the client maps only 200 for PATCH; an apply that created answers 201
+            applied = self.get_knative_service(metadata["namespace"], metadata["name"])
+        if applied is None:
+            raise ApiException(status=404, reason="the Knative Service vanished right after apply")
+        return applied
 
     def get_knative_service(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
@@ -63,10 +68,11 @@ class Kube:
     def apply_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
         body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND,
                 "metadata": {"name": name, "namespace": namespace}, "status": status}
-        return self.custom.patch_namespaced_custom_object_status(
+        written = self.custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, namespace, PLURAL, name, body,
             field_manager=FIELD_MANAGER, force=True, _content_type=APPLY,
         )
+        return written or {"status": status}
 
     def read_config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
