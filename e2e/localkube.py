@@ -46,6 +46,8 @@ from cryptography.x509.oid import NameOID
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUILD_SCRIPT = REPO_ROOT / "e2e" / "cluster" / "build.sh"
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager")
+WORKDIR_PREFIX = "localkube-"
+OWNER_FILE = "owner.pid"
 SERVICE_CIDR = "10.0.0.0/24"
 KUBERNETES_SERVICE_IP = "10.0.0.1"
 # The controllers the tests and the operator rely on. Everything that needs a kubelet or a
@@ -283,7 +285,9 @@ class ControlPlane:
         if self._started:
             raise ControlPlaneError("already started")
         binaries = find_binaries(self.binaries_dir)
-        self.workdir = Path(tempfile.mkdtemp(prefix="localkube-"))
+        sweep_stale_workdirs()
+        self.workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
+        (self.workdir / OWNER_FILE).write_text(str(os.getpid()))
         self._started = True
         atexit.register(self.stop)
         try:
@@ -513,6 +517,18 @@ class ControlPlane:
             time.sleep(0.1)
         logs = "\n".join(f"--- {c.name} ---\n{c.tail()}" for c in self._components)
         raise ControlPlaneError(f"{name} not ready after {self.startup_timeout:.0f}s ({last})\n{logs}")
+
+
+def sweep_stale_workdirs() -> None:
+    """Remove workdirs left by a process that was SIGKILLed (its children died with it through
+    PR_SET_PDEATHSIG, but nothing could remove the directory)."""
+    for d in Path(tempfile.gettempdir()).glob(f"{WORKDIR_PREFIX}*"):
+        try:
+            owner = int((d / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        if not _pid_alive(owner):
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def _https_request(

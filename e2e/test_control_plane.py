@@ -21,7 +21,14 @@ from typing import TypeVar
 import pytest
 
 from e2e.conftest import Kubectl
-from e2e.localkube import REPO_ROOT, BinariesMissing, ControlPlane, find_binaries, pid_alive
+from e2e.localkube import (
+    REPO_ROOT,
+    BinariesMissing,
+    ControlPlane,
+    find_binaries,
+    pid_alive,
+    sweep_stale_workdirs,
+)
 
 T = TypeVar("T")
 
@@ -231,20 +238,30 @@ def test_stop_leaves_no_process_or_temp_dir_behind() -> None:
     assert not workdir.exists()
 
 
-def test_standalone_control_plane_cleans_up_on_sigterm() -> None:
+def start_standalone() -> tuple[subprocess.Popen[str], Path, dict[str, int]]:
+    """`python -m e2e.localkube` up and ready: (process, workdir, component pids)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "e2e.localkube"],
         cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
+    assert proc.stdout is not None
+    header = [proc.stdout.readline() for _ in range(4)]
+    info = re.search(r"workdir (\S+) pids (.*)$", header[1])
+    if not info:
+        proc.kill()
+        _, err = proc.communicate()
+        pytest.fail(f"unexpected output: {header!r}\n{err}")
+    workdir = Path(info.group(1))
+    pids = {k: int(v) for k, v in (item.split("=") for item in info.group(2).split())}
+    assert Path(header[3].strip()) == workdir / "admin.kubeconfig"
+    assert (workdir / "admin.kubeconfig").is_file()
+    assert all(pid_alive(pid) for pid in pids.values())
+    return proc, workdir, pids
+
+
+def test_standalone_control_plane_cleans_up_on_sigterm() -> None:
+    proc, workdir, pids = start_standalone()
     try:
-        assert proc.stdout is not None
-        header = [proc.stdout.readline() for _ in range(4)]
-        info = re.search(r"workdir (\S+) pids (.*)$", header[1])
-        assert info, f"unexpected output: {header!r} {proc.stderr.read() if proc.poll() is not None else ''}"
-        workdir = Path(info.group(1))
-        pids = {k: int(v) for k, v in (item.split("=") for item in info.group(2).split())}
-        kubeconfig = Path(header[3].strip())
-        assert kubeconfig.is_file() and all(pid_alive(pid) for pid in pids.values())
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     finally:
@@ -252,6 +269,16 @@ def test_standalone_control_plane_cleans_up_on_sigterm() -> None:
             proc.kill()
             proc.wait()
     assert [name for name, pid in pids.items() if pid_alive(pid)] == []
+    assert not workdir.exists()
+
+
+def test_components_die_with_a_sigkilled_owner_and_its_workdir_is_swept() -> None:
+    proc, workdir, pids = start_standalone()
+    proc.kill()
+    proc.wait()
+    eventually(lambda: not any(pid_alive(pid) for pid in pids.values()), timeout=15)
+    assert workdir.exists()  # nobody could clean up after SIGKILL ...
+    sweep_stale_workdirs()  # ... so the next start (which calls this) removes it
     assert not workdir.exists()
 
 
