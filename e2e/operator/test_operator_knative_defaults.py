@@ -1,0 +1,34 @@
+"""Fields that Knative's webhook defaults at admission never make the operator write again."""
+
+from __future__ import annotations
+
+from e2e.conftest import Kubectl
+from e2e.knative.webhook import KnativeDefaulting
+from e2e.localkube import ControlPlane
+from e2e.operator.conftest import OperatorProcess, get_json, wait_for
+from e2e.operator.test_operator_reconcile import KSVC, ksvc_of, ready_isvc
+
+
+def test_knative_defaulted_fields_cause_no_update_loop_and_no_write_on_restart(
+    cluster: ControlPlane, operator: OperatorProcess, knative, kubectl: Kubectl, namespace: str, apply_sample
+) -> None:
+    with KnativeDefaulting(cluster.kubeconfig, namespace) as defaulting:
+        apply_sample("torchserve")
+        wait_for(lambda: ready_isvc(kubectl, namespace), what="ready")
+        ksvc = ksvc_of(kubectl, namespace)
+        spec = ksvc["spec"]["template"]["spec"]
+        defaulted = (spec["containerConcurrency"], spec["timeoutSeconds"], spec["enableServiceLinks"])
+        assert defaulted == (0, 300, False)
+        assert spec["containers"][0]["readinessProbe"]["successThreshold"] == 1
+        assert "CREATE" in defaulting.calls
+        settled = ksvc["metadata"]["resourceVersion"]
+        assert ksvc["metadata"]["generation"] == 1
+
+        operator.stop()
+        offset = len(operator.log())
+        operator.start()
+        wait_for(lambda: f"reconciled {namespace}/torchserve: no changes" in operator.log()[offset:],
+                 what="the restarted operator to reconcile torchserve")
+        after = get_json(kubectl, "-n", namespace, "services.serving.knative.dev", KSVC)
+        assert after["metadata"]["resourceVersion"] == settled
+        assert after["metadata"]["generation"] == 1
