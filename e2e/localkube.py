@@ -31,6 +31,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -214,12 +215,14 @@ def kubeconfig_yaml(server: str, ca_pem: bytes, user: dict[str, str], name: str 
 # --- processes ----------------------------------------------------------------------------------
 
 _PR_SET_PDEATHSIG = 1
+# Resolved in the parent: the child between fork and exec should do as little as possible.
+_prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)
 
 
 def _die_with_parent() -> None:
     """Runs in the child before exec: SIGKILL it if the Python process dies without cleaning up."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 @dataclass
@@ -476,6 +479,9 @@ class ControlPlane:
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         log = self.workdir / f"{name}.log"
+        # PDEATHSIG fires when the forking *thread* exits, so only tie the components to the main
+        # thread; started from another thread, stop() and atexit are the only cleanup.
+        on_main_thread = threading.current_thread() is threading.main_thread()
         with log.open("wb") as out:
             proc = subprocess.Popen(
                 argv,
@@ -484,7 +490,7 @@ class ControlPlane:
                 stderr=subprocess.STDOUT,
                 cwd=self.workdir,
                 start_new_session=True,  # its own process group: stop() kills the whole group
-                preexec_fn=_die_with_parent,
+                preexec_fn=_die_with_parent if on_main_thread else None,
             )
         self._components.append(_Component(name, proc, log))
 
