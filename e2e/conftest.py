@@ -60,7 +60,13 @@ def kubectl(cluster: ControlPlane) -> Kubectl:
     def run(
         *args: str, input: str | None = None, check: bool = True, kubeconfig: Path | None = None
     ) -> subprocess.CompletedProcess[str]:
-        argv = [str(binary), f"--kubeconfig={kubeconfig or cluster.kubeconfig}", *args]
+        argv = [
+            str(binary),
+            f"--kubeconfig={kubeconfig or cluster.kubeconfig}",
+            # Per-cluster discovery cache: ports are reused across runs, ~/.kube/cache would go stale.
+            f"--cache-dir={cluster.workdir / 'kubectl-cache'}",
+            *args,
+        ]
         proc = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=120)
         if check and proc.returncode != 0:
             raise AssertionError(
