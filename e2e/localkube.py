@@ -94,9 +94,19 @@ def find_binaries(directory: Path | None = None) -> dict[str, Path]:
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """One free loopback port (other e2e helpers and benches use this)."""
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free loopback ports (all held open while choosing, so no duplicates)."""
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind(("127.0.0.1", 0))
+            ports.append(int(sock.getsockname()[1]))
+        return ports
 
 
 # --- certificates -------------------------------------------------------------------------------
@@ -284,18 +294,30 @@ class ControlPlane:
 
     # -- lifecycle --
 
-    def start(self) -> Self:
+    def start(self, attempts: int = 3) -> Self:
+        """Start and wait until ready. A port taken between choosing and binding it (another
+        instance starting at the same moment) is retried on fresh ports."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._start_once()
+            except ControlPlaneError as exc:
+                if attempt == attempts or "address already in use" not in str(exc):
+                    raise
+        raise AssertionError("unreachable")
+
+    def _start_once(self) -> Self:
         if self._started:
             raise ControlPlaneError("already started")
         binaries = find_binaries(self.binaries_dir)
         sweep_stale_workdirs()
+        self._components = []
         self.workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
         (self.workdir / OWNER_FILE).write_text(str(os.getpid()))
         self._started = True
         atexit.register(self.stop)
         try:
             self._write_credentials()
-            etcd_port, etcd_peer, api_port, kcm_port = (free_port() for _ in range(4))
+            etcd_port, etcd_peer, api_port, kcm_port = free_ports(4)
             self.etcd_url = f"http://127.0.0.1:{etcd_port}"
             self.server = f"https://127.0.0.1:{api_port}"
             self._spawn("etcd", [str(binaries["etcd"]), *self._etcd_args(etcd_port, etcd_peer)])
@@ -319,7 +341,7 @@ class ControlPlane:
         for comp in reversed(self._components):
             _terminate_group(comp.proc, timeout)
         for comp in self._components:
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
                 comp.proc.wait(timeout=0)
         shutil.rmtree(self.workdir, ignore_errors=True)
         self._started = False
