@@ -7,8 +7,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from conftest import clean_env, run_initializer, tree_bytes
 from isvc_runtime.storage.placement import COMPLETE_MARKER
+from storage_support import clean_env, run_initializer, tree_bytes
 
 
 def _bucket(gcs_client: Any, files: dict[str, bytes], prefix: str) -> str:

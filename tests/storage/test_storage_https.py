@@ -13,8 +13,8 @@ import tarfile
 import time
 from pathlib import Path
 
-from conftest import FileServer, clean_env, run_initializer, tree_bytes
 from isvc_runtime.storage.placement import COMPLETE_MARKER, STAGING_PREFIX
+from storage_support import FileServer, clean_env, run_initializer, tree_bytes
 
 
 def _layout_tgz(path: Path, files: dict[str, bytes]) -> Path:

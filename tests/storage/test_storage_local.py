@@ -9,10 +9,10 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import clean_env, run_initializer, tree_bytes
 from isvc_runtime.storage.errors import StorageError, redact_uri, scrub
 from isvc_runtime.storage.placement import COMPLETE_MARKER, MOVING_JOURNAL, STAGING_PREFIX, is_complete, place
 from isvc_runtime.storage.progress import Progress
+from storage_support import clean_env, run_initializer, tree_bytes
 
 
 def test_absolute_path_and_file_uri_copy_the_layout(

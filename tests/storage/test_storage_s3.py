@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import clean_env, run_initializer, tree_bytes
 from isvc_runtime.storage.placement import COMPLETE_MARKER
+from storage_support import clean_env, run_initializer, tree_bytes
 
 
 def _bucket(s3_client: Any, files: dict[str, bytes], prefix: str, acl: str = "private") -> str:

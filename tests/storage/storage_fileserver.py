@@ -1,6 +1,6 @@
 """A small real HTTP(S) file server for the storage tests and benchmark (run as a script).
 
-    python tests/storage/fileserver.py ROOT PORT [--cert C --key K] [--fail-first N]
+    python tests/storage/storage_fileserver.py ROOT PORT [--cert C --key K] [--fail-first N]
         [--bytes-per-second B] [--require-header 'Name: value']
 
 Serves files under ROOT with Content-Length. ``--fail-first N`` answers 503 to the first N GETs of each

@@ -1,0 +1,209 @@
+"""Storage initializer throughput against curl, on the same local servers and the same object.
+
+    .venv/bin/python bench/storage_bench.py [--size-mb 500] [--runs 3] [--no-write]
+
+Serves one object of --size-mb from (1) moto's S3 server and (2) the TLS file server of the tests
+(tests/storage/storage_fileserver.py, throwaway CA), then times `curl` and `python -m isvc_runtime.storage`
+fetching it, end to end as processes (the initializer's interpreter start-up included). The ratio is
+curl's time over the initializer's (throughput relative to curl; goal >= 0.8). Best of --runs each.
+Writes the table to the "Storage initializer" section of bench/results.md. Every file it creates
+lives in a temporary directory that is removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+FILESERVER = REPO / "tests" / "storage" / "storage_fileserver.py"
+RESULTS = REPO / "bench" / "results.md"
+VENV_BIN = Path(sys.executable).parent
+SECTION = "## Storage initializer"
+HEADER = """# Benchmark results
+
+Machine: 2 CPU cores, 24 GiB RAM, no GPU (shared by the team while measuring). Each section says how
+to reproduce its numbers.
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def server(cmd: list[str], port: int) -> Iterator[None]:
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{cmd[0]} exited with {proc.returncode}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        yield
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def timed(cmd: list[str], env: dict[str, str], cleanup: Path) -> float:
+    shutil.rmtree(cleanup, ignore_errors=True)
+    started = time.perf_counter()
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    shutil.rmtree(cleanup, ignore_errors=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} failed: {result.stderr.strip()[-500:]}")
+    return elapsed
+
+
+def compare(
+    curl: list[str], ours: list[str], env: dict[str, str], work: Path, runs: int
+) -> tuple[float, float]:
+    """Best of ``runs`` for each, interleaved (curl, ours, curl, ...) so load from other jobs on the
+    machine hits both alike."""
+    out, dest = work / "curl.out", work / "dest"
+    curl_times, our_times = [], []
+    for _ in range(runs):
+        curl_times.append(timed([*curl, "-o", str(out)], dict(os.environ), out))
+        our_times.append(timed([*ours, str(dest)], env, dest))
+    return min(curl_times), min(our_times)
+
+
+def write_object(path: Path, size: int) -> None:
+    block = os.urandom(16 * 1024 * 1024)
+    with open(path, "wb") as f:
+        left = size
+        while left > 0:
+            f.write(block[: min(left, len(block))])
+            left -= len(block)
+
+
+def bench_s3(work: Path, obj: Path, runs: int) -> tuple[float, float]:
+    import boto3
+    from boto3.s3.transfer import TransferConfig
+
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    with server([str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], port):
+        creds = {"aws_access_key_id": "AKIABENCH", "aws_secret_access_key": "bench-secret"}
+        client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **creds)
+        client.create_bucket(Bucket="bench", ACL="public-read")
+        client.upload_file(
+            str(obj),
+            "bench",
+            "models/big.bin",
+            ExtraArgs={"ACL": "public-read"},
+            Config=TransferConfig(multipart_threshold=8 * 1024**3),
+        )
+        env = {
+            **os.environ,
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": creds["aws_access_key_id"],
+            "AWS_SECRET_ACCESS_KEY": creds["aws_secret_access_key"],
+            "AWS_REGION": "us-east-1",
+        }
+        return compare(
+            ["curl", "-sSf", f"{endpoint}/bench/models/big.bin"],
+            [sys.executable, "-m", "isvc_runtime.storage", "s3://bench/models/big.bin"],
+            env,
+            work,
+            runs,
+        )
+
+
+def bench_https(work: Path, obj: Path, runs: int) -> tuple[float, float]:
+    sys.path.insert(0, str(FILESERVER.parent))
+    from storage_fileserver import make_tls_material
+
+    tls = make_tls_material(work / "tls")
+    port = free_port()
+    cmd = [sys.executable, str(FILESERVER), str(obj.parent), str(port)]
+    cmd += ["--cert", str(tls["cert"]), "--key", str(tls["key"])]
+    url = f"https://127.0.0.1:{port}/{obj.name}"
+    with server(cmd, port):
+        env = {**os.environ, "STORAGE_CA_BUNDLE": str(tls["ca"])}
+        return compare(
+            ["curl", "-sSf", "--cacert", str(tls["ca"]), url],
+            [sys.executable, "-m", "isvc_runtime.storage", url],
+            env,
+            work,
+            runs,
+        )
+
+
+def update_results(table: str) -> None:
+    text = RESULTS.read_text() if RESULTS.exists() else HEADER
+    start = text.find(SECTION)
+    if start == -1:
+        text = text.rstrip("\n") + "\n\n" + table
+    else:
+        end = text.find("\n## ", start + len(SECTION))
+        text = text[:start] + table + (text[end + 1 :] if end != -1 else "")
+    RESULTS.write_text(text.rstrip("\n") + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--size-mb", type=int, default=500)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--no-write", action="store_true", help="print only; leave bench/results.md alone")
+    args = parser.parse_args()
+    size = args.size_mb * 1000 * 1000
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="storage-bench-") as tmp:
+        work = Path(tmp)
+        (work / "www").mkdir()
+        obj = work / "www" / "big.bin"
+        write_object(obj, size)
+        for name, bench in (("s3 (moto_server, http)", bench_s3), ("https (TLS file server)", bench_https)):
+            curl, ours = bench(work, obj, args.runs)
+            rows.append((name, curl, ours))
+    mb = size / 1e6
+    lines = [
+        f"{SECTION}",
+        "",
+        f"`python -m isvc_runtime.storage` vs `curl` fetching the same {args.size_mb} MB object from",
+        f"the same local server; best of {args.runs} interleaved runs each, whole processes timed",
+        "(interpreter start-up included).",
+        f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.machine()}, "
+        f"{os.cpu_count()} cores. Reproduce: `.venv/bin/python bench/storage_bench.py`.",
+        "",
+        "| source | curl s | curl MB/s | initializer s | initializer MB/s | ratio (goal >= 0.8) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, curl, ours in rows:
+        lines.append(
+            f"| {name} | {curl:.2f} | {mb / curl:.0f} | {ours:.2f} | {mb / ours:.0f} | {curl / ours:.2f} |"
+        )
+    table = "\n".join(lines) + "\n"
+    print(table)
+    if not args.no_write:
+        update_results(table)
+
+
+if __name__ == "__main__":
+    main()

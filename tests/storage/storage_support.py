@@ -1,0 +1,114 @@
+"""Helpers of the storage tests: free ports, server processes, a clean environment, the initializer
+as a process, and the seed's model-store layout in small synthetic files."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+VENV_BIN = Path(sys.executable).parent
+FILESERVER = HERE / "storage_fileserver.py"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited early with {proc.returncode}: {proc.args}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"server on port {port} did not start within {timeout}s")
+
+
+@contextlib.contextmanager
+def running(
+    cmd: list[str], port: int, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(
+        cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_for_port(port, proc)
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The test process's environment without any cloud credentials, plus ``extra``."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AWS_", "S3_", "GOOGLE_", "STORAGE_", "GCLOUD"))
+        and k not in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "CURL_CA_BUNDLE")
+    }
+    env["AWS_CONFIG_FILE"] = os.devnull
+    env["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
+    env["AWS_EC2_METADATA_DISABLED"] = "true"
+    env["STORAGE_RETRY_BASE_SECONDS"] = "0.05"
+    env.update(extra)
+    return env
+
+
+def run_initializer(
+    src: str, dest: Path, env: dict[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "isvc_runtime.storage", src, str(dest)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def write_model_store(root: Path) -> dict[str, bytes]:
+    """The seed's layout in small synthetic files: config/config.properties + model-store/*.mar."""
+    root.mkdir(parents=True, exist_ok=True)
+    files: dict[str, bytes] = {
+        "config/config.properties": b"inference_address=http://0.0.0.0:8085\nmodel_store=/mnt/models/model-store\n"
+        b'model_snapshot={"name":"startup.cfg","modelCount":1}\n',
+    }
+    mar = root / "model-store" / "mnist.mar"
+    mar.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(mar, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("MAR-INF/MANIFEST.json", '{"model": {"modelName": "mnist", "handler": "h.py"}}')
+        zf.writestr("mnist_cnn.pt", os.urandom(200_000))
+    files["model-store/mnist.mar"] = mar.read_bytes()
+    (root / "config").mkdir(exist_ok=True)
+    (root / "config" / "config.properties").write_bytes(files["config/config.properties"])
+    return files
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    """Visible files under root (hidden bookkeeping like the completion marker left out)."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if path.is_file() and not any(part.startswith(".") for part in rel.split("/")):
+            out[rel] = path.read_bytes()
+    return out
+
+
+FileServer = Callable[..., contextlib.AbstractContextManager[str]]
