@@ -212,3 +212,36 @@ def test_batcher_merges_concurrent_requests_and_splits_answers_back() -> None:
 
     assert asyncio.run(scenario()) == [[0], [10], [20], [30], [40], [50]]
     assert calls == [[1, 1, 1, 1], [1, 1]]
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_batched_image_decoding_gives_exactly_the_transforms_numbers(mode: str) -> None:
+    import base64
+    import io
+
+    import torch
+    from isvc_runtime.handlers.image_classifier import VisionHandler
+    from PIL import Image
+    from torchvision import transforms
+
+    class Normalised(VisionHandler):
+        image_processing = transforms.Compose(
+            [
+                transforms.ToTensor(),
+                transforms.Normalize((0.2, 0.3, 0.4)[: len(mode)], (0.5, 0.6, 0.7)[: len(mode)]),
+            ]
+        )
+
+    rng = np.random.default_rng(7)
+    pngs = []
+    for _ in range(5):
+        shape = (12, 10) if mode == "L" else (12, 10, 3)
+        buffer = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(buffer, format="PNG")
+        pngs.append(buffer.getvalue())
+    handler = Normalised()
+    batched = handler.preprocess(
+        [{"data": base64.b64encode(p).decode()} for p in pngs[:3]] + [{"body": p} for p in pngs[3:]]
+    )
+    expected = torch.stack([Normalised.image_processing(Image.open(io.BytesIO(p))) for p in pngs])
+    assert batched.shape == expected.shape and torch.equal(batched, expected)

@@ -106,19 +106,25 @@ class Batcher:
         return future
 
     async def _wait_for_more(self) -> None:
-        """Give a partial batch up to ``max_delay`` (from its first request's arrival) to fill."""
+        """Give a partial batch up to ``max_delay`` (from its first request's arrival) to fill. One timer
+        per batch rather than a timeout per wake-up: this runs on the hot path."""
         assert self._wakeup is not None
         loop = asyncio.get_running_loop()
         deadline = self._queue[0].enqueued + self.max_delay
-        while self._queue and self._rows < self.max_rows and not self._queue[0].exclusive:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return
-            self._wakeup.clear()
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), remaining)
-            except TimeoutError:
-                return
+        if loop.time() >= deadline:
+            return
+        timer = loop.call_at(deadline, self._wakeup.set)
+        try:
+            while (
+                self._queue
+                and self._rows < self.max_rows
+                and not self._queue[0].exclusive
+                and loop.time() < deadline
+            ):
+                self._wakeup.clear()
+                await self._wakeup.wait()
+        finally:
+            timer.cancel()
 
     async def _consume(self) -> None:
         assert self._wakeup is not None
