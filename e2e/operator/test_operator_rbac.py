@@ -1,0 +1,54 @@
+"""The operator's ServiceAccount holds exactly what it uses, checked by the apiserver's own authorizer."""
+
+from __future__ import annotations
+
+import pytest
+
+from e2e.conftest import Kubectl
+from e2e.operator.conftest import OPERATOR_ACCOUNT, OPERATOR_NAMESPACE
+
+AS = f"--as=system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_ACCOUNT}"
+OWN = f"--namespace={OPERATOR_NAMESPACE}"
+ISVC = "inferenceservices.serving.kubeflow.org"
+KSVC = "services.serving.knative.dev"
+
+ALLOWED = [
+    ("watch", ISVC, "-A"),
+    ("patch", ISVC, "-A", "--subresource=status"),
+    ("create", KSVC, "-A"),
+    ("patch", KSVC, "-A"),
+    ("watch", KSVC, "-A"),
+    ("create", "events", "-A"),
+    ("watch", "configmaps/inferenceservice-config", OWN),
+    ("get", "configmaps/inferenceservice-config", OWN),
+]
+DENIED = [
+    ("get", "secrets", "-A"),
+    ("create", "secrets", "-A"),
+    ("patch", ISVC, "-A"),
+    ("update", ISVC, "-A"),
+    ("delete", ISVC, "-A"),
+    ("delete", KSVC, "-A"),
+    ("update", KSVC, "-A"),
+    ("get", "configmaps", "-A"),
+    ("get", "configmaps/other-config", OWN),
+    ("create", "pods", "-A"),
+    ("patch", "customresourcedefinitions.apiextensions.k8s.io", "-A"),
+]
+
+
+def can(kubectl: Kubectl, check: tuple[str, ...]) -> str:
+    verb, resource, *flags = check
+    return kubectl("auth", "can-i", verb, resource, AS, *flags, check=False).stdout.strip()
+
+
+@pytest.mark.parametrize("check", ALLOWED, ids=" ".join)
+def test_operator_may_do_what_it_needs(operator_installed, kubectl: Kubectl, check: tuple[str, ...]) -> None:
+    assert can(kubectl, check) == "yes"
+
+
+@pytest.mark.parametrize("check", DENIED, ids=" ".join)
+def test_operator_may_not_do_anything_else(
+    operator_installed, kubectl: Kubectl, check: tuple[str, ...]
+) -> None:
+    assert can(kubectl, check) == "no"
