@@ -31,5 +31,9 @@ test: setup cluster
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest tests e2e
 
+# TorchServe vs our runtime, side by side (~10 min); BENCH_ARGS=--quick for a short development run.
+bench: setup
+	$(PY) bench/serving_bench.py $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

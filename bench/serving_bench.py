@@ -1,0 +1,647 @@
+"""Side-by-side serving benchmark: TorchServe 0.12.0 against our runtime, same archive, same load.
+
+    make bench                          # or: .venv/bin/python bench/serving_bench.py [--quick]
+
+One run on one machine:
+  1. installs TorchServe 0.12.0 + torch-model-archiver into bench/.venv-torchserve when missing, and wrk;
+  2. builds the MNIST model store with examples/mnist/build_model_store.py into a temp dir (our archive),
+     and a second archive of the same model/weights/normalisation with a TorchServe handler;
+  3. measures the in-process ceiling (the model's forward alone);
+  4. serves the archive with (a) TorchServe defaults, (b) TorchServe's best error-free v1 setup,
+     (c) our runtime's defaults, (d) our runtime tuned, plus a short check that TorchServe with
+     batchSize=8 on its KServe v1 envelope answers 503;
+  5. drives each with wrk (one thread, keep-alive, seed request): req/s, p50, p99 at each concurrency
+     for v1 predict and v2 infer, explain p50 at concurrency 1, cold start (launch -> first 200);
+  6. prints one table, writes our section of bench/results.md, and prints the key ratios as the
+     LAST line (one JSON object).
+Every process started is stopped at the end, on Ctrl-C and on failure (process groups).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import importlib.util
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import serving_env
+import serving_load
+import serving_procs
+import serving_report
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+SHARED = REPO_ROOT.parent / "shared"
+SEED_REQUEST = SHARED / "data" / "requests" / "v1" / "mnist.json"
+RESULTS_MD = BENCH_DIR / "results.md"
+TS_HANDLER = BENCH_DIR / "ts_mnist_handler.py"
+MNIST_DIR = REPO_ROOT / "examples" / "mnist"
+EXPLAIN_STEPS = 15  # TorchServe's VisionHandler hard-codes n_steps=15: both sides use it
+EXPECTED_DIGIT = 2  # the seed request is a "2"
+
+# Our runtime, tuned: batch across requests; the handler thread gets the second core.
+OURS_TUNED_ARGS = ("--batch-size", "32", "--max-batch-delay", "2")
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _load_module(path: Path, name: str) -> Any:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ---------------------------------------------------------------------------------------- machine
+
+
+def machine_description() -> dict[str, str]:
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    ram = "unknown"
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                ram = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+                break
+    except OSError:
+        pass
+    torch_version = subprocess.run(
+        [sys.executable, "-c", "import torch; print(torch.__version__)"], capture_output=True, text=True
+    ).stdout.strip()
+    java = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr.splitlines()
+    return {
+        "nproc": str(os.cpu_count()),
+        "cpu": cpu,
+        "ram": ram,
+        "torch": torch_version,
+        "python": platform.python_version(),
+        "java": java[0] if java else "unknown",
+        "kernel": platform.release(),
+    }
+
+
+def load_average() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+# ----------------------------------------------------------------------------------------- stores
+
+
+def build_stores(work: Path) -> tuple[Path, Path]:
+    """Our model store (the example's own builder) and TorchServe's model-store directory."""
+    builder = _load_module(MNIST_DIR / "build_model_store.py", "bench_build_model_store")
+    ours = work / "ours"
+    builder.build_model_store(ours, model_store=str(ours / "model-store"))
+    ts_store = work / "torchserve" / "model-store"
+    ts_store.mkdir(parents=True)
+    subprocess.run(
+        [
+            str(serving_env.ts_bin("torch-model-archiver")),
+            "--model-name",
+            "mnist",
+            "--version",
+            "1.0",
+            "--model-file",
+            str(MNIST_DIR / "mnist.py"),
+            "--serialized-file",
+            str(MNIST_DIR / "mnist_cnn.pt"),
+            "--handler",
+            str(TS_HANDLER),
+            "--export-path",
+            str(ts_store),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return ours, ts_store
+
+
+def ts_config(
+    ts_store: Path,
+    *,
+    batch_size: int = 1,
+    max_batch_delay_ms: int = 10,
+    workers: int = 1,
+    job_queue_size: int = 10,
+) -> tuple[str, int]:
+    """The seed's config.properties for TorchServe on free loopback ports, with the KServe v1 envelope
+    (what KServe's TorchServe predictor sets); returns (text, inference port)."""
+    builder = _load_module(MNIST_DIR / "build_model_store.py", "bench_build_model_store")
+    ports = [serving_procs.free_port() for _ in range(5)]
+    text = builder.config_properties(
+        model_store=str(ts_store),
+        inference_port=ports[0],
+        management_port=ports[1],
+        metrics_port=ports[2],
+        batch_size=batch_size,
+        max_batch_delay_ms=max_batch_delay_ms,
+    )
+    text = text.replace("http://0.0.0.0:", "http://127.0.0.1:")
+    text = text.replace("job_queue_size=10", f"job_queue_size={job_queue_size}")
+    text = text.replace('"minWorkers":1', f'"minWorkers":{workers}')
+    text += f"service_envelope=kserve\ngrpc_inference_port={ports[3]}\ngrpc_management_port={ports[4]}\n"
+    return text, ports[0]
+
+
+# ---------------------------------------------------------------------------------------- servers
+
+
+def torchserve_server(
+    name: str, work: Path, ts_store: Path, *, env: dict[str, str], **config: int
+) -> serving_procs.Server:
+    run_dir = work / name
+    (run_dir / "tmp").mkdir(parents=True)
+    text, port = ts_config(ts_store, **config)
+    config_path = run_dir / "config.properties"
+    config_path.write_text(text)
+    torchserve = str(serving_env.ts_bin("torchserve"))
+    # TMPDIR isolates TorchServe's pid file (tempfile.gettempdir()) so --stop finds this instance only.
+    full_env = {
+        "TMPDIR": str(run_dir / "tmp"),
+        "LOG_LOCATION": str(run_dir / "logs"),
+        "METRICS_LOCATION": str(run_dir / "logs"),
+        **env,
+    }
+    return serving_procs.Server(
+        name=name,
+        command=[
+            torchserve,
+            "--start",
+            "--foreground",
+            "--ncs",
+            "--disable-token-auth",
+            "--model-store",
+            str(ts_store),
+            "--ts-config",
+            str(config_path),
+        ],
+        port=port,
+        log_path=run_dir / "server.log",
+        env=full_env,
+        cwd=run_dir,
+        stop_command=[torchserve, "--stop"],
+    )
+
+
+def our_server(name: str, work: Path, store: Path, args: Sequence[str]) -> serving_procs.Server:
+    port = serving_procs.free_port()
+    run_dir = work / name
+    run_dir.mkdir(parents=True)
+    return serving_procs.Server(
+        name=name,
+        command=[
+            sys.executable,
+            "-m",
+            "isvc_runtime",
+            "--model-store",
+            str(store),
+            "--host",
+            "127.0.0.1",
+            "--http-port",
+            str(port),
+            "--work-dir",
+            str(run_dir / "work"),
+            *args,
+        ],
+        port=port,
+        log_path=run_dir / "server.log",
+        cwd=run_dir,
+    )
+
+
+# ------------------------------------------------------------------------------------------ bodies
+
+
+def request_bodies(work: Path) -> dict[str, Path]:
+    seed = json.loads(SEED_REQUEST.read_bytes())
+    png_b64 = seed["instances"][0]["data"]
+    base64.b64decode(png_b64, validate=True)
+    bodies = {
+        "v1": SEED_REQUEST.read_bytes(),
+        "v2": json.dumps(
+            {"inputs": [{"name": "input-0", "shape": [1], "datatype": "BYTES", "data": [png_b64]}]}
+        ).encode(),
+        "explain_ours": json.dumps({**seed, "parameters": {"n_steps": EXPLAIN_STEPS}}).encode(),
+    }
+    paths = {}
+    for name, body in bodies.items():
+        path = work / f"body-{name}.json"
+        path.write_bytes(body)
+        paths[name] = path
+    return paths
+
+
+def v1_answer_ok(answer: bytes) -> bool:
+    try:
+        return json.loads(answer).get("predictions") == [EXPECTED_DIGIT]
+    except (ValueError, AttributeError):
+        return False
+
+
+def v2_answer_ok(answer: bytes) -> bool:
+    try:
+        outputs = json.loads(answer)["outputs"]
+        return [int(v) for v in outputs[0]["data"]] == [EXPECTED_DIGIT]
+    except (ValueError, KeyError, IndexError, TypeError):
+        return False
+
+
+def explain_answer_ok(answer: bytes) -> bool:
+    try:
+        explanation = json.loads(answer)["explanations"][0]
+        return len(explanation) == 1 and len(explanation[0]) == 28 and len(explanation[0][0]) == 28
+    except (ValueError, KeyError, IndexError, TypeError):
+        return False
+
+
+# --------------------------------------------------------------------------------------- measuring
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, work: Path, wrk: str, bodies: dict[str, Path]) -> None:
+        self.args = args
+        self.work = work
+        self.wrk = wrk
+        self.bodies = bodies
+        self.notes: list[str] = []
+
+    def point(
+        self, server: serving_procs.Server, path: str, body: str, connections: int, seconds: float
+    ) -> dict[str, Any]:
+        url = f"http://127.0.0.1:{server.port}{path}"
+        result = serving_load.run_wrk(
+            self.wrk, url, self.bodies[body], connections=connections, seconds=seconds
+        ).as_dict()
+        log(
+            f"  {server.name} {path} c{connections}: {result['rps']:.0f} req/s,"
+            f" p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms, errors {result['errors']}"
+        )
+        return result
+
+    def check(self, server: serving_procs.Server, path: str, body: str, ok: Callable[[bytes], bool]) -> bool:
+        """One request answers 200 with the right content; a 503 (a queue still draining after a
+        load point) is retried for a few seconds, anything else fails at once."""
+        deadline = time.monotonic() + 15
+        while True:
+            status, answer = serving_procs.post(server.port, path, self.bodies[body].read_bytes())
+            if status != 503 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        good = status == 200 and ok(answer)
+        if not good:
+            log(f"  {server.name} {path}: HTTP {status} {answer[:200]!r}")
+        return good
+
+    def measure(
+        self,
+        server: serving_procs.Server,
+        *,
+        label: str,
+        settings: str,
+        v1_path: str,
+        v2_path: str | None,
+        explain: tuple[str, str] | None,
+    ) -> dict[str, Any]:
+        log(f"{label}: starting")
+        entry: dict[str, Any] = {"label": label, "settings": settings, "v1": {}, "v2": {}, "explain": None}
+        server.start()
+        try:
+            entry["cold_start_s"] = server.wait_first_answer(
+                v1_path, self.bodies["v1"].read_bytes(), accept=v1_answer_ok
+            )
+            log(f"  cold start {entry['cold_start_s']:.2f} s")
+            seconds = self.args.seconds
+            serving_load.run_wrk(
+                self.wrk,
+                f"http://127.0.0.1:{server.port}{v1_path}",
+                self.bodies["v1"],
+                connections=8,
+                seconds=self.args.warmup,
+            )
+            for c in self.args.concurrency:
+                entry["v1"][c] = self.point(server, v1_path, "v1", c, seconds)
+            if v2_path is not None and self.check(server, v2_path, "v2", v2_answer_ok):
+                for c in self.args.concurrency:
+                    entry["v2"][c] = self.point(server, v2_path, "v2", c, seconds)
+            if explain is not None:
+                path, body = explain
+                if self.check(server, path, body, explain_answer_ok):
+                    entry["explain"] = self.point(server, path, body, 1, self.args.explain_seconds)
+                else:
+                    self.notes.append(f"{label}: explain not available ({path}), shown as n/a")
+            entry["answers_ok"] = self.check(server, v1_path, "v1", v1_answer_ok)
+        finally:
+            left = server.stop()
+            if left:
+                raise RuntimeError(f"{server.name}: processes left after stop: {left}")
+        return entry
+
+    def ts_batch_check(self, ts_store: Path) -> dict[str, Any]:
+        """TorchServe with batchSize=8 on the KServe v1 envelope: how many answers are errors."""
+        server = torchserve_server(
+            "ts_batch8",
+            self.work,
+            ts_store,
+            env={"OMP_NUM_THREADS": "1"},
+            batch_size=8,
+            max_batch_delay_ms=10,
+            job_queue_size=100,
+        )
+        log("TorchServe batchSize=8 (KServe v1 envelope): starting")
+        server.start()
+        try:
+            self._wait_ts_ready(server)
+            point = self.point(server, "/predictions/mnist", "v1", 8, self.args.batch_check_seconds)
+            status, answer = serving_procs.post(
+                server.port, "/predictions/mnist", self.bodies["v1"].read_bytes()
+            )
+        finally:
+            left = server.stop()
+            if left:
+                raise RuntimeError(f"{server.name}: processes left after stop: {left}")
+        return {**point, "single_status": status, "single_answer": answer[:200].decode(errors="replace")}
+
+    def _wait_ts_ready(self, server: serving_procs.Server, timeout: float = 180) -> None:
+        """Until any answer (even a 503) comes from the model's endpoint, i.e. a worker is up."""
+        import http.client
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+                connection.request("GET", "/ping")
+                response = connection.getresponse()
+                healthy = response.status == 200 and b"Healthy" in response.read()
+                connection.close()
+                if healthy:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{server.name} not healthy after {timeout} s:\n{server.log_tail()}")
+
+
+# -------------------------------------------------------------------------------------------- main
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=10.0, help="seconds per load point (default 10)")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds of warm-up load per server")
+    parser.add_argument("--explain-seconds", type=float, default=None, help="seconds of the explain point")
+    parser.add_argument("--batch-check-seconds", type=float, default=3.0)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--ts-best-workers", type=int, default=1, help="TorchServe workers in setup (b)")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        default=None,
+        choices=["ts_default", "ts_best", "ours_default", "ours_tuned", "ts_batch8"],
+        help="run only these configurations (development; ratios need all four)",
+    )
+    parser.add_argument("--quick", action="store_true", help="development: 3 s points, c1 and c32 only")
+    parser.add_argument("--no-results", action="store_true", help="do not write bench/results.md")
+    parser.add_argument("--keep-work", action="store_true", help="keep the temp dir (server logs)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seconds, args.warmup, args.concurrency = 3.0, 1.0, [1, 32]
+        args.batch_check_seconds = 2.0
+    if args.explain_seconds is None:
+        args.explain_seconds = args.seconds
+    if 32 not in args.concurrency:
+        args.concurrency.append(32)
+    return args
+
+
+def ceiling(seconds: float) -> dict[str, float]:
+    """The model's forward alone, in-process: single-image forwards/s on one thread, and images/s at
+    batch 32 on one thread and on every core (``best``: the higher batch-32 figure, the ceiling)."""
+    out = {}
+    cores = os.cpu_count() or 1
+    for key, threads, batch in (
+        ("single_1thread", 1, 1),
+        ("batch32_1thread", 1, 32),
+        ("batch32_all_cores", cores, 32),
+    ):
+        result = subprocess.run(
+            [
+                sys.executable,
+                str(BENCH_DIR / "serving_ceiling.py"),
+                "--threads",
+                str(threads),
+                "--batch",
+                str(batch),
+                "--seconds",
+                str(seconds),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        out[key] = json.loads(result.stdout)["images_per_s"]
+        log(f"ceiling {key}: {out[key]:.0f} images/s")
+    out["best"] = max(out["batch32_1thread"], out["batch32_all_cores"])
+    return out
+
+
+def results_section(
+    machine: dict[str, str],
+    loads: tuple[str, str],
+    args: argparse.Namespace,
+    results: dict[str, Any],
+    ceilings: dict[str, float],
+    ratios: dict[str, Any],
+    batch8: dict[str, Any] | None,
+    notes: list[str],
+    table: str,
+) -> str:
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    lines = [
+        "## Serving: our runtime vs TorchServe 0.12.0 (MNIST, `make bench`)",
+        "",
+        f"Run {when}: {machine['nproc']} CPUs ({machine['cpu']}), {machine['ram']} RAM,"
+        f" torch {machine['torch']},"
+        f" Python {machine['python']}, {machine['java']}, kernel {machine['kernel']}.",
+        f"Load average (1/5/15 min) before the run: {loads[0]}; after: {loads[1]}.",
+        f'wrk, one thread, keep-alive, the seed request (a PNG "2"), {args.seconds:g} s per point'
+        f" after {args.warmup:g} s warm-up; explain at concurrency 1 with n_steps={EXPLAIN_STEPS}"
+        " on both sides.",
+        "Cells: successful req/s / p50 ms / p99 ms; `(N err)` counts HTTP >= 400 and socket errors"
+        " (wrk's latency percentiles include the error answers).",
+        "",
+        table,
+        "",
+        "Setups:",
+    ]
+    lines += [f"- **{entry['label']}**: {entry['settings']}" for entry in results.values()]
+    lines += [
+        "",
+        f"In-process ceiling (the model's forward alone): {ceilings['single_1thread']:.0f} single-image"
+        f" forwards/s on one thread; at batch 32, {ceilings['batch32_1thread']:.0f} images/s on one"
+        f" thread and {ceilings['batch32_all_cores']:.0f} images/s on {machine['nproc']} threads."
+        f" `ceiling_fraction` divides our tuned v1 c32 throughput by the higher batch-32 figure.",
+    ]
+    if batch8 is not None:
+        lines.append(
+            f"TorchServe with batchSize=8 on its KServe v1 envelope (OMP_NUM_THREADS=1, c8,"
+            f" {args.batch_check_seconds:g} s): {batch8['requests']} answers, {batch8['status_errors']} HTTP"
+            f" errors; a single request got HTTP {batch8['single_status']}. Not error-free, so not a"
+            " candidate for (b)."
+        )
+    lines += ["", "Key ratios (ours / TorchServe; see bench/serving_report.py for the definitions):", ""]
+    lines += ["```json", json.dumps(ratios), "```"]
+    if notes:
+        lines += ["", "Notes:"] + [f"- {note}" for note in notes]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    serving_procs.install_cleanup()
+    wrk = serving_env.ensure_wrk(log)
+    ts_info = serving_env.ensure_torchserve(log)
+    log(f"TorchServe {ts_info['torchserve']} from {ts_info['ts_file']}")
+    machine = machine_description()
+    load_before = load_average()
+    log(f"machine: {machine}; load average {load_before}")
+    wanted = set(args.only or ["ts_default", "ts_best", "ours_default", "ours_tuned", "ts_batch8"])
+    with tempfile.TemporaryDirectory(prefix="isvc-bench-") as tmp:
+        work = Path(tmp)
+        ours_store, ts_store = build_stores(work)
+        bodies = request_bodies(work)
+        bench = Bench(args, work, wrk, bodies)
+        ceilings = ceiling(min(args.seconds, 5.0))
+        ts_v1 = "/predictions/mnist"
+        ts_explain = ("/explanations/mnist", "v1")
+        ours = {
+            "v1_path": "/v1/models/mnist:predict",
+            "v2_path": "/v2/models/mnist/infer",
+            "explain": ("/v1/models/mnist:explain", "explain_ours"),
+        }
+        plan: list[tuple[str, Callable[[], dict[str, Any]]]] = [
+            (
+                "ts_default",
+                lambda: bench.measure(
+                    torchserve_server("ts_default", work, ts_store, env={}),
+                    label="(a) TorchServe default",
+                    settings="the seed's config.properties (1 worker, batchSize 1, job_queue_size 10) with"
+                    " `service_envelope=kserve`; no thread settings",
+                    v1_path=ts_v1,
+                    v2_path=None,
+                    explain=ts_explain,
+                ),
+            ),
+            (
+                "ours_default",
+                lambda: bench.measure(
+                    our_server("ours_default", work, ours_store, ()),
+                    label="(c) ours default",
+                    settings="`python -m isvc_runtime --model-store STORE` on the seed's store, no flags",
+                    **ours,
+                ),
+            ),
+            (
+                "ts_best",
+                lambda: bench.measure(
+                    torchserve_server(
+                        "ts_best",
+                        work,
+                        ts_store,
+                        env={"OMP_NUM_THREADS": "1"},
+                        workers=args.ts_best_workers,
+                        job_queue_size=1000,
+                    ),
+                    label="(b) TorchServe best v1",
+                    settings=f"(a) plus `OMP_NUM_THREADS=1`, {args.ts_best_workers} worker(s),"
+                    " job_queue_size 1000 (batchSize stays 1: >1 fails on the KServe v1 envelope)",
+                    v1_path=ts_v1,
+                    v2_path=None,
+                    explain=ts_explain,
+                ),
+            ),
+            (
+                "ours_tuned",
+                lambda: bench.measure(
+                    our_server("ours_tuned", work, ours_store, OURS_TUNED_ARGS),
+                    label="(d) ours tuned",
+                    settings=f"`python -m isvc_runtime --model-store STORE {' '.join(OURS_TUNED_ARGS)}`",
+                    **ours,
+                ),
+            ),
+        ]
+        results: dict[str, Any] = {}
+        for key, run in plan:
+            if key in wanted:
+                results[key] = run()
+        batch8 = bench.ts_batch_check(ts_store) if "ts_batch8" in wanted else None
+        if args.keep_work:
+            kept = Path(tempfile.mkdtemp(prefix="isvc-bench-kept-"))
+            subprocess.run(["cp", "-a", f"{work}/.", str(kept)], check=False)
+            log(f"work dir kept in {kept}")
+    left = serving_procs.stop_all()
+    if left:
+        raise RuntimeError(f"processes left running: {left}")
+    load_after = load_average()
+    notes = [
+        *bench.notes,
+        "TorchServe has no v2 protocol over its KServe v1 envelope (the envelope is one per server):"
+        " its v2 cells are n/a.",
+    ]
+    ratios = serving_report.key_ratios(results, ceilings["best"])
+    rows = serving_report.table_rows(results, args.concurrency)
+    print(serving_report.text_table(rows))
+    print(
+        f"ceiling: {ceilings['single_1thread']:.0f} forwards/s (1 thread, batch 1);"
+        f" batch 32: {ceilings['batch32_1thread']:.0f} images/s (1 thread),"
+        f" {ceilings['batch32_all_cores']:.0f} images/s (all cores)"
+    )
+    if batch8 is not None:
+        print(
+            f"TorchServe batchSize=8 over KServe v1: {batch8['status_errors']} of {batch8['requests']}"
+            f" answers were HTTP errors; single request: HTTP {batch8['single_status']}"
+        )
+    print(f"load average before/after: {load_before} / {load_after}")
+    if not args.no_results:
+        section = results_section(
+            machine,
+            (load_before, load_after),
+            args,
+            results,
+            ceilings,
+            ratios,
+            batch8,
+            notes,
+            serving_report.markdown_table(rows),
+        )
+        document = RESULTS_MD.read_text() if RESULTS_MD.exists() else ""
+        RESULTS_MD.write_text(serving_report.replace_section(document, section))
+        print(f"wrote {RESULTS_MD.relative_to(REPO_ROOT)}")
+    print(json.dumps(ratios), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

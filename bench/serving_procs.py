@@ -1,0 +1,171 @@
+"""Servers the benchmark starts: each in a session of its own, always stopped (also on Ctrl-C/failure).
+
+Every process is started with ``start_new_session=True``, so the server and everything it spawns
+(TorchServe's Java frontend and its Python workers) share one process group that is signalled as a
+whole; :func:`stop_all` runs from ``atexit`` and from SIGINT/SIGTERM handlers.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+_RUNNING: list[Server] = []
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def post(port: int, path: str, body: bytes, timeout: float = 30.0) -> tuple[int, bytes]:
+    """One POST on a fresh connection: (status, body); raises OSError when nothing listens yet."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover - a foreign process took the id
+        return False
+    return True
+
+
+def group_members(pgid: int) -> list[str]:
+    """``pid command`` of the processes still in process group ``pgid`` (read from /proc)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                members.append(f"{entry.name} {cmdline[:120]}")
+        except (OSError, ValueError):
+            continue
+    return members
+
+
+@dataclass
+class Server:
+    """A server process: how to start it, where it answers, how to ask it to stop first."""
+
+    name: str
+    command: Sequence[str]
+    port: int
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: Path | None = None
+    stop_command: Sequence[str] | None = None  # e.g. ``torchserve --stop``, run before the signals
+    process: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.started_at = time.perf_counter()
+        self.process = subprocess.Popen(
+            list(self.command),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **self.env},
+            cwd=self.cwd,
+            start_new_session=True,
+        )
+        log.close()
+        _RUNNING.append(self)
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def wait_first_answer(
+        self, path: str, body: bytes, *, timeout: float = 180.0, accept: Callable[[bytes], bool] | None = None
+    ) -> float:
+        """Seconds from launch to the first 200 on ``POST path`` (the cold start)."""
+        assert self.process is not None
+        deadline = self.started_at + timeout
+        while time.perf_counter() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                status, answer = post(self.port, path, body, timeout=10)
+                if status == 200 and (accept is None or accept(answer)):
+                    return time.perf_counter() - self.started_at
+            except OSError:
+                pass
+            time.sleep(0.02)
+        raise RuntimeError(f"{self.name}: no answer on {path} within {timeout:g} s:\n{self.log_tail()}")
+
+    def stop(self, timeout: float = 20.0) -> list[str]:
+        """Stop the server and its whole process group; return any process that survived."""
+        if self.process is None:
+            return []
+        pgid = self.process.pid
+        if self.stop_command is not None and self.process.poll() is None:
+            with contextlib.suppress(OSError, subprocess.SubprocessError):
+                subprocess.run(
+                    list(self.stop_command),
+                    env={**os.environ, **self.env},
+                    cwd=self.cwd,
+                    timeout=timeout,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+        for sig, grace in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+            if not group_alive(pgid):
+                break
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, sig)
+            deadline = time.monotonic() + grace
+            while group_alive(pgid) and time.monotonic() < deadline:
+                with contextlib.suppress(ChildProcessError):
+                    self.process.poll()
+                time.sleep(0.05)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(5)
+        if self in _RUNNING:
+            _RUNNING.remove(self)
+        return group_members(pgid)
+
+
+def stop_all() -> list[str]:
+    left: list[str] = []
+    for server in list(reversed(_RUNNING)):
+        left += server.stop()
+    return left
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    stop_all()
+    raise SystemExit(128 + signum)
+
+
+def install_cleanup() -> None:
+    atexit.register(stop_all)
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
