@@ -205,3 +205,24 @@ def test_configmap_change_rerenders_every_isvc_and_bad_config_falls_back(
     finally:
         kubectl("patch", "configmap", "inferenceservice-config", "-n", OPERATOR_NAMESPACE,
                 "--type=merge", "-p", json.dumps({"data": {"predictors": original}}))
+
+
+def test_missing_configmap_falls_back_to_defaults_with_an_event(
+    operator: OperatorProcess, kubectl: Kubectl, namespace: str, apply_sample
+) -> None:
+    kubectl("delete", "configmap", "inferenceservice-config", "-n", OPERATOR_NAMESPACE)
+    try:
+        apply_sample("torchserve")
+        ksvc = wait_for(lambda: ksvc_of(kubectl, namespace), what="ksvc rendered with default config")
+        pod = ksvc["spec"]["template"]["spec"]
+        assert pod["containers"][0]["image"] == "torch-isvc/runtime:0.1.0"
+        assert pod["initContainers"][0]["image"] == "torch-isvc/storage-initializer:0.1.0"
+
+        def config_missing_event() -> bool:
+            return any(e["reason"] == "ConfigMissing" and e["type"] == "Warning"
+                       and "inferenceservice-config not found" in e["message"]
+                       for e in events_for(kubectl, namespace, "torchserve"))
+
+        wait_for(config_missing_event, what="a ConfigMissing event on the isvc")
+    finally:
+        kubectl("apply", "-f", str(Path(__file__).resolve().parents[2] / "deploy" / "operator.yaml"))
