@@ -135,6 +135,12 @@ def load(
 ) -> LoadedModel:
     """Import and initialize the handler of an unpacked archive. Runs the model's own code."""
     model_info = manifest["model"]
+    if model_info.get("requirementsFile"):
+        log.warning(
+            "%s: requirementsFile %s is not installed at runtime; bake dependencies into the image",
+            served_name,
+            model_info["requirementsFile"],
+        )
     handler_spec = model_info.get("handler") or "base_handler"
     if str(model_dir) not in sys.path:
         sys.path.insert(0, str(model_dir))

@@ -70,6 +70,20 @@ class ModelRegistry:
             await runner.stop()
 
 
+def unique_names(candidates: list[tuple[str | None, str | None, str]]) -> list[str]:
+    """Served names from ``(configured name, manifest modelName, file stem)`` per archive: the configured
+    name, else the modelName, except that archives sharing a modelName (copies under ``load_models=all``)
+    are told apart by their file names."""
+    wanted = [configured or manifest or stem for configured, manifest, stem in candidates]
+    names = []
+    for (configured, _, stem), name in zip(candidates, wanted, strict=True):
+        if not configured and wanted.count(name) > 1 and stem != name:
+            log.warning("several archives are named %s; serving the one in %s as %s", name, stem, stem)
+            name = stem
+        names.append(name)
+    return names
+
+
 def prepare_models(
     sources: list[ModelSource],
     config: RuntimeConfig,
@@ -85,18 +99,23 @@ def prepare_models(
     name is known from the start; the handlers load later (:func:`load_prepared`)."""
     registry = ModelRegistry()
     prepared: list[Prepared] = []
-    for index, source in enumerate(sources):
-        model_dir = manifest = None
-        model_yaml: dict[str, Any] = {}
-        error: str | None = None
+    unpacked = []
+    for source in sources:
         try:
-            model_dir, manifest, model_yaml = prepare(
-                source.path, Path(tempfile.mkdtemp(dir=work_dir)) / "model"
+            unpacked.append(
+                (source, *prepare(source.path, Path(tempfile.mkdtemp(dir=work_dir)) / "model"), None)
             )
         except ArchiveError as exc:
-            error = str(exc)
-        manifest_name = (manifest or {}).get("model", {}).get("modelName") if manifest else None
-        name = source.name or manifest_name or archive_stem(source.path)
+            unpacked.append((source, None, None, {}, str(exc)))
+    names = unique_names(
+        [
+            (source.name, (manifest or {}).get("model", {}).get("modelName"), archive_stem(source.path))
+            for source, _, manifest, _, _ in unpacked
+        ]
+    )
+    for index, ((source, model_dir, manifest, model_yaml, error), name) in enumerate(
+        zip(unpacked, names, strict=True)
+    ):
         try:
             settings = model_settings(
                 name,
@@ -119,7 +138,7 @@ def prepare_models(
         prepared.append(Prepared(runner, model_dir, manifest, model_yaml, gpu_id))
     for item in prepared:
         manifest_name = (item.manifest or {}).get("model", {}).get("modelName")
-        if manifest_name and manifest_name != item.runner.name:
+        if manifest_name and manifest_name != item.runner.name and manifest_name not in registry.names():
             registry.add_alias(manifest_name, item.runner)
     if alias and alias not in registry.names():
         if len(registry.runners) > 1:

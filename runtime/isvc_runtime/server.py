@@ -198,7 +198,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 max_batch_delay_ms=args.max_batch_delay,
                 workers=args.workers,
                 alias=args.model_name,
-                gpu_count=gpu_count(),
+                gpu_count=min(gpu_count(), config.number_of_gpu)
+                if config.number_of_gpu is not None
+                else gpu_count(),
             )
         except ConfigError as exc:
             log.error("%s", exc)

@@ -233,7 +233,16 @@ def test_store_can_be_a_directory_of_archives_or_one_unpacked_archive(
         serialized_file=weights["quadrant_script"],
         archive_format="no-archive",
     )
-    for store, expected in ((flat, ["quadrant"]), (unpacked, ["script"])):
+    (flat / "copy_of_quadrant.mar").write_bytes((flat / "quadrant.mar").read_bytes())
+    for store, expected in ((flat, ["copy_of_quadrant", "quadrant"]), (unpacked, ["script"])):
         with RuntimeProcess(store, tmp_path / f"{store.name}.log") as process:
             process.wait_ready()
             assert process.client.get("/v1/models").json()["models"] == expected
+
+
+def test_versioned_v2_paths_answer_for_the_models_version_only(server: RuntimeProcess) -> None:
+    assert server.client.get("/v2/models/script/versions/1.0/ready").status_code == 200
+    body = {"inputs": [{"name": "x", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": [0.0] * 64}]}
+    assert server.client.post("/v2/models/script/versions/1.0/infer", json=body).status_code == 200
+    missing = server.client.post("/v2/models/script/versions/9.9/infer", json=body)
+    assert missing.status_code == 404 and "9.9" in missing.json()["error"]

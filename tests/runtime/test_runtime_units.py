@@ -20,6 +20,7 @@ from isvc_runtime.config import (
 )
 from isvc_runtime.errors import ConfigError, InputError
 from isvc_runtime.model_store import discover, select_sources
+from isvc_runtime.registry import unique_names
 
 KSERVE_SAMPLE = """\
 inference_address=http://0.0.0.0:8085
@@ -245,3 +246,13 @@ def test_batched_image_decoding_gives_exactly_the_transforms_numbers(mode: str) 
     )
     expected = torch.stack([Normalised.image_processing(Image.open(io.BytesIO(p))) for p in pngs])
     assert batched.shape == expected.shape and torch.equal(batched, expected)
+
+
+def test_archives_sharing_a_model_name_are_told_apart_by_file_name() -> None:
+    candidates = [
+        (None, "mnist", "mnist"),
+        (None, "mnist", "mnist_copy"),
+        ("canary", "mnist", "m2"),
+        (None, None, "x"),
+    ]
+    assert unique_names(candidates) == ["mnist", "mnist_copy", "canary", "x"]

@@ -14,6 +14,17 @@ from .app import Endpoint, Request, Response, Route, json_response
 V1Action = Endpoint  # POST /v1/models/{model}:{action}; params: model, action
 
 
+def _runner(request: Request):
+    """The runner named by the path; a version in the path must be the model's."""
+    runner = request.registry.get(request.params["model"])
+    version = request.params.get("version")
+    if version is not None and version != runner.version:
+        raise ApiError(
+            f"model {request.params['model']} has no version {version!r} (it is {runner.version})", 404
+        )
+    return runner
+
+
 async def v1_list_models(request: Request) -> Response:
     return json_response({"models": request.registry.names()})
 
@@ -50,7 +61,7 @@ async def v2_ready(request: Request) -> Response:
 
 
 async def v2_model_ready(request: Request) -> Response:
-    runner = request.registry.get(request.params["model"])
+    runner = _runner(request)
     if runner.ready:
         return json_response({"name": request.params["model"], "ready": True})
     reason = runner.error or f"model {runner.name} is still loading"
@@ -58,7 +69,7 @@ async def v2_model_ready(request: Request) -> Response:
 
 
 async def v2_model_metadata(request: Request) -> Response:
-    runner = request.registry.get(request.params["model"])
+    runner = _runner(request)
     handler = runner.handler
     inputs = getattr(handler, "input_metadata", None) or runner.observed_inputs
     outputs = getattr(handler, "output_metadata", None) or runner.observed_outputs
@@ -75,7 +86,7 @@ async def v2_model_metadata(request: Request) -> Response:
 
 
 async def v2_infer(request: Request) -> Response:
-    runner = request.registry.get(request.params["model"])
+    runner = _runner(request)
     runner.check_ready()
     payload = loads_object(await request.body())
     rows, inputs = v2.decode_request(payload)
@@ -97,7 +108,7 @@ async def v2_infer(request: Request) -> Response:
 
 
 async def native_predict(request: Request) -> Response:
-    runner = request.registry.get(request.params["model"])
+    runner = _runner(request)
     runner.check_ready()
     rows = native.decode_request(await request.body(), request.headers.get("content-type", ""))
     answers = await runner.predict(rows, request.headers, request.request_id)

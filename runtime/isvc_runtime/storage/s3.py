@@ -8,7 +8,11 @@ AWS_REGION / AWS_DEFAULT_REGION, S3_ADDRESSING_STYLE (path by default for custom
 
 from __future__ import annotations
 
+import base64
+import http.client
 import os
+import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +148,47 @@ def list_objects(client: Any, bucket: str, prefix: str) -> list[tuple[str, str, 
     return with_retries(page_through, f"listing s3://{bucket}/{prefix}")
 
 
+def body_reader(response: dict[str, Any]) -> tuple[Callable[[memoryview], int], Callable[[], None]]:
+    """``(readinto, finish)`` for a GetObject response body.
+
+    The fast path receives straight from the socket into the caller's buffer through the
+    ``http.client`` response that botocore and urllib3 wrap: their own ``readinto`` goes through
+    ``read`` and copies every chunk two or three times, which costs as much CPU as the transfer on
+    a loopback link. It is taken only when the body is plain (no content coding) and its checksum,
+    if any, is a whole-object CRC32, which ``finish`` then checks along with the length. Otherwise,
+    botocore's own ``readinto`` (which validates any checksum itself) is used.
+    """
+    body = response["Body"]
+    raw = getattr(body, "_raw_stream", None)
+    fp = getattr(raw, "_fp", None)
+    expected_crc = response.get("ChecksumCRC32")
+    other_checksum = any(
+        k.startswith("Checksum") and k not in ("ChecksumCRC32", "ChecksumType") for k in response
+    )
+    plain = response.get("ContentEncoding") in (None, "", "identity")
+    full_object = response.get("ChecksumType", "FULL_OBJECT") == "FULL_OBJECT"
+    if not (isinstance(fp, http.client.HTTPResponse) and plain and full_object and not other_checksum):
+        return body.readinto, lambda: None
+    expected_length = response.get("ContentLength")
+    state = {"crc": 0, "length": 0}
+
+    def readinto(buffer: memoryview) -> int:
+        n = fp.readinto(buffer)
+        if n:
+            state["length"] += n
+            if expected_crc:
+                state["crc"] = zlib.crc32(buffer[:n], state["crc"])
+        return n
+
+    def finish() -> None:
+        if expected_length is not None and state["length"] != expected_length:
+            raise TransientError(f"connection closed after {state['length']} of {expected_length} bytes")
+        if expected_crc and base64.b64encode(state["crc"].to_bytes(4, "big")).decode() != expected_crc:
+            raise TransientError("body does not match its CRC32 checksum")
+
+    return readinto, finish
+
+
 def fetch(uri: str, model: Path, progress: Progress) -> None:
     bucket, prefix = split_uri(uri)
     client = make_client()
@@ -157,20 +202,25 @@ def fetch(uri: str, model: Path, progress: Progress) -> None:
         # local S3 servers, and restarted from scratch by the retry loop when the connection drops.
         def attempt() -> None:
             written = 0
+            what = f"s3://{bucket}/{key}"
             try:
-                body = client.get_object(Bucket=bucket, Key=key)["Body"]
-                buffer = bytearray(_CHUNK)  # readinto one reused buffer: no per-chunk allocation
-                view = memoryview(buffer)
-                with body, open(target, "wb", buffering=0) as out:
-                    while n := body.readinto(buffer):
+                response = client.get_object(Bucket=bucket, Key=key)
+                readinto, finish = body_reader(response)
+                buffer = memoryview(bytearray(_CHUNK))  # one reused buffer: no per-chunk allocation
+                with response["Body"], open(target, "wb", buffering=0) as out:
+                    while n := readinto(buffer):
                         done = 0
                         while done < n:
-                            done += out.write(view[done:n])
+                            done += out.write(buffer[done:n])
                         written += n
                         progress.update(n)
+                    finish()
+            except TransientError as e:
+                progress.update(-written)
+                raise TransientError(f"{what}: {e}") from None
             except Exception as e:
                 progress.update(-written)
-                raise classify(e, f"s3://{bucket}/{key}") from None
+                raise classify(e, what) from None
 
         target.parent.mkdir(parents=True, exist_ok=True)
         with_retries(attempt, f"s3://{bucket}/{key}")
