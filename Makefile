@@ -5,7 +5,21 @@ VENV := .venv
 PY := $(VENV)/bin/python
 EXTRAS := runtime,operator,storage,dev
 
+# Images: the one place their names live (deploy/ and the operator's ConfigMap defaults use the defaults).
+DEFAULT_REGISTRY := torch-isvc
+DEFAULT_VERSION := 0.1.0
+REGISTRY ?= $(DEFAULT_REGISTRY)
+VERSION ?= $(DEFAULT_VERSION)
+DOCKER ?= docker
+RUNTIME_IMAGE = $(REGISTRY)/runtime:$(VERSION)
+RUNTIME_GPU_IMAGE = $(REGISTRY)/runtime:$(VERSION)-gpu
+STORAGE_INITIALIZER_IMAGE = $(REGISTRY)/storage-initializer:$(VERSION)
+OPERATOR_IMAGE = $(REGISTRY)/operator:$(VERSION)
+IMAGES = $(RUNTIME_IMAGE) $(RUNTIME_GPU_IMAGE) $(STORAGE_INITIALIZER_IMAGE) $(OPERATOR_IMAGE)
+DEPLOY_OUT ?= build/deploy
+
 .PHONY: setup test lint cluster cluster-up model-store demo demo-check bench clean
+.PHONY: images push-images image-names deploy-manifests
 
 setup: $(VENV)/.installed
 
@@ -34,6 +48,29 @@ test: setup cluster
 # TorchServe vs our runtime, side by side (~10 min); BENCH_ARGS=--quick for a short development run.
 bench: setup
 	$(PY) bench/serving_bench.py $(BENCH_ARGS)
+
+images:
+	$(DOCKER) build --target runtime -t $(RUNTIME_IMAGE) .
+	$(DOCKER) build --target runtime-gpu -t $(RUNTIME_GPU_IMAGE) .
+	$(DOCKER) build --target storage-initializer -t $(STORAGE_INITIALIZER_IMAGE) .
+	$(DOCKER) build --target operator -t $(OPERATOR_IMAGE) .
+
+push-images:
+	for image in $(IMAGES); do $(DOCKER) push "$$image" || exit 1; done
+
+image-names:
+	@printf '%s\n' $(IMAGES)
+
+# deploy/ with the chosen REGISTRY and VERSION, into $(DEPLOY_OUT): kubectl apply -f crds/ -f $(DEPLOY_OUT)
+deploy-manifests:
+	mkdir -p $(DEPLOY_OUT)
+	for manifest in deploy/*.yaml; do sed \
+	  -e 's#"$(DEFAULT_REGISTRY)/runtime"#"$(REGISTRY)/runtime"#' \
+	  -e 's#"defaultImageVersion": "$(DEFAULT_VERSION)"#"defaultImageVersion": "$(VERSION)"#' \
+	  -e 's#"defaultGpuImageVersion": "$(DEFAULT_VERSION)-gpu"#"defaultGpuImageVersion": "$(VERSION)-gpu"#' \
+	  -e 's#$(DEFAULT_REGISTRY)/storage-initializer:$(DEFAULT_VERSION)#$(STORAGE_INITIALIZER_IMAGE)#' \
+	  -e 's#$(DEFAULT_REGISTRY)/operator:$(DEFAULT_VERSION)#$(OPERATOR_IMAGE)#' \
+	  "$$manifest" > "$(DEPLOY_OUT)/$$(basename "$$manifest")" || exit 1; done
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
