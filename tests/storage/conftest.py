@@ -90,7 +90,7 @@ def gcs_client(gcs_host: str):  # type: ignore[no-untyped-def]
     )
 
 
-# --- HTTPS: storage_fileserver.py with a throwaway CA ---------------------------------------------------------
+# --- HTTPS: storage_fileserver.py with a throwaway CA ---
 
 
 @pytest.fixture(scope="session")
