@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from dockerfile_parse import DockerfileParser
 from dockerfile_stages import (
     REPO_ROOT,
     build_context,
@@ -25,6 +26,7 @@ from dockerfile_stages import (
     parse_stages,
 )
 from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 
 TARGETS = ("runtime", "runtime-gpu", "storage-initializer", "operator")
 # What the operator's templates and deploy/ invoke in each image.
@@ -77,6 +79,19 @@ def test_every_target_exists_and_is_built_from_the_python_base_stage() -> None:
     for target in TARGETS:
         assert [stage.name for stage in chain(STAGES, target)] == ["base", target]
     assert STAGES["base"].base == "${PYTHON_IMAGE}"
+    global_args = dict(
+        item["value"].split("=", 1)
+        for item in DockerfileParser(path=str(REPO_ROOT / "Dockerfile")).structure
+        if item["instruction"] == "ARG" and item["startline"] < min_from_line()
+    )
+    repository, _, tag = global_args["PYTHON_IMAGE"].partition(":")
+    requires = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert repository == "python" and SpecifierSet(requires).contains(tag.split("-")[0] + ".0")
+
+
+def min_from_line() -> int:
+    structure = DockerfileParser(path=str(REPO_ROOT / "Dockerfile")).structure
+    return min(item["startline"] for item in structure if item["instruction"] == "FROM")
 
 
 @pytest.mark.parametrize("target", TARGETS)
