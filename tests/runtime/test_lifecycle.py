@@ -61,6 +61,24 @@ def test_readiness_is_false_until_the_model_loads_then_long_batches_do_not_block
         assert results["slow"].json() == {"predictions": [[1998.0]]}
 
 
+def test_a_request_over_response_timeout_gets_504_and_the_server_keeps_serving(
+    slow_store: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "config.properties"
+    config.write_text('models={"slow": {"1.0": {"responseTimeout": 1}}}\n')
+    args = ("--config-file", str(config))
+    with RuntimeProcess(
+        slow_store, tmp_path / "runtime.log", *args, env={"SLOW_INIT_SECONDS": "0"}
+    ) as server:
+        server.wait_ready()
+        late = server.client.post("/v1/models/slow:predict", json={"instances": [[999]]})
+        assert late.status_code == 504 and "within 1 s" in late.json()["error"]
+        time.sleep(1.5)  # the abandoned batch still holds the model's only worker for its last second
+        assert server.client.post("/v1/models/slow:predict", json={"instances": [[1, 1]]}).json() == {
+            "predictions": [[4.0]]
+        }
+
+
 @pytest.mark.parametrize(
     ("line", "key"),
     [
