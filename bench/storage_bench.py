@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import os
 import platform
+import resource
 import shutil
 import signal
 import socket
@@ -69,31 +70,40 @@ def server(cmd: list[str], port: int) -> Iterator[None]:
             proc.wait()
 
 
-def timed(cmd: list[str], env: dict[str, str], cleanup: Path) -> float:
+def timed(cmd: list[str], env: dict[str, str], cleanup: Path) -> tuple[float, float]:
+    """(wall seconds, CPU seconds user+sys) of one run of ``cmd``."""
     shutil.rmtree(cleanup, ignore_errors=True)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     result = subprocess.run(cmd, env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     shutil.rmtree(cleanup, ignore_errors=True)
     if result.returncode != 0:
         raise RuntimeError(f"{cmd[0]} failed: {result.stderr.strip()[-500:]}")
-    return elapsed
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return elapsed, cpu
 
 
 def compare(curl: list[str], ours: list[str], env: dict[str, str], work: Path, runs: int) -> dict[str, float]:
     """Best of ``runs`` for each of curl and the initializer, fetching the big object and a 1-byte one
     (the fixed cost: process start-up, imports, client set-up, connection), interleaved so load from
     other jobs on the machine hits both alike. ``curl``/``ours`` end with the URL/URI of the big
-    object; the tiny one has the same name with ``tiny`` in place of ``big``."""
+    object; the tiny one has the same name with ``tiny`` in place of ``big``. CPU seconds are those
+    of the fastest run."""
     out, dest = work / "curl.out", work / "dest"
-    times: dict[str, list[float]] = {"curl": [], "ours": [], "curl_tiny": [], "ours_tiny": []}
+    times: dict[str, list[tuple[float, float]]] = {"curl": [], "ours": [], "curl_tiny": [], "ours_tiny": []}
     tiny = [a.replace("big.bin", "tiny.bin") for a in curl], [a.replace("big.bin", "tiny.bin") for a in ours]
     for _ in range(runs):
         times["curl"].append(timed([*curl, "-o", str(out)], dict(os.environ), out))
         times["ours"].append(timed([*ours, str(dest)], env, dest))
         times["curl_tiny"].append(timed([*tiny[0], "-o", str(out)], dict(os.environ), out))
         times["ours_tiny"].append(timed([*tiny[1], str(dest)], env, dest))
-    return {k: min(v) for k, v in times.items()}
+    best = {k: min(v) for k, v in times.items()}
+    result = {k: wall for k, (wall, _cpu) in best.items()}
+    result["curl_cpu"] = best["curl"][1]
+    result["ours_cpu"] = best["ours"][1]
+    return result
 
 
 def write_object(path: Path, size: int) -> None:
@@ -166,14 +176,14 @@ def update_results(table: str) -> None:
         text = text.rstrip("\n") + "\n\n" + table
     else:
         end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + table + (text[end + 1 :] if end != -1 else "")
+        text = text[:start] + table + ("\n" + text[end + 1 :] if end != -1 else "")
     RESULTS.write_text(text.rstrip("\n") + "\n")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size-mb", type=int, default=500)
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--no-write", action="store_true", help="print only; leave bench/results.md alone")
     args = parser.parse_args()
     size = args.size_mb * 1000 * 1000
@@ -195,20 +205,23 @@ def main() -> None:
         "(interpreter start-up included). *Ratio* is curl's time over the initializer's (relative",
         "throughput, goal >= 0.8). *Fixed cost* is each tool fetching a 1-byte object from the same",
         "server (process start-up, imports, client set-up); *transfer ratio* leaves it out of both.",
+        "*CPU* is user+sys seconds of the fastest run of each: wall-clock ratios swing with other",
+        "jobs' load on a shared machine, CPU seconds do not.",
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.machine()}, "
         f"{os.cpu_count()} cores (shared with other jobs).",
         "Reproduce: `.venv/bin/python bench/storage_bench.py`.",
         "",
         "| source | curl s | curl MB/s | initializer s | initializer MB/s | **ratio** "
-        "| fixed cost curl / initializer s | transfer ratio |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| fixed cost curl / initializer s | transfer ratio | CPU curl / initializer s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, t in rows:
         curl, ours = t["curl"], t["ours"]
         transfer = (curl - t["curl_tiny"]) / max(ours - t["ours_tiny"], 1e-9)
         lines.append(
             f"| {name} | {curl:.2f} | {mb / curl:.0f} | {ours:.2f} | {mb / ours:.0f} | **{curl / ours:.2f}** "
-            f"| {t['curl_tiny']:.2f} / {t['ours_tiny']:.2f} | {transfer:.2f} |"
+            f"| {t['curl_tiny']:.2f} / {t['ours_tiny']:.2f} | {transfer:.2f} "
+            f"| {t['curl_cpu']:.2f} / {t['ours_cpu']:.2f} |"
         )
     table = "\n".join(lines) + "\n"
     print(table)
