@@ -81,9 +81,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         choices=["debug", "info", "warning", "error"],
     )
     args = parser.parse_args(argv)
-    for flag in ("http_port", "batch_size", "workers", "torch_threads"):
+    for flag in ("http_port", "metrics_port", "batch_size", "workers", "torch_threads"):
         value = getattr(args, flag)
-        if value is not None and value < (0 if flag == "http_port" else 1):
+        if value is not None and value < (0 if flag.endswith("port") else 1):
             parser.error(f"--{flag.replace('_', '-')} must be positive")
     if args.max_batch_delay is not None and args.max_batch_delay < 0:
         parser.error("--max-batch-delay must not be negative")
@@ -120,6 +120,16 @@ def v1_actions() -> dict[str, V1Action]:
         if hasattr(explain, "v1_explain"):
             actions["explain"] = explain.v1_explain
     return actions
+
+
+def install_metrics(registry: ModelRegistry, *, host: str, port: int | None) -> None:
+    """Call ``isvc_runtime.metrics.install(registry, host=..., port=...)`` when that module exists: it
+    sets an :class:`isvc_runtime.observe.Observer` and serves the metrics."""
+    if importlib.util.find_spec("isvc_runtime.metrics") is None:
+        return
+    metrics = importlib.import_module("isvc_runtime.metrics")
+    if hasattr(metrics, "install"):
+        metrics.install(registry, host=host, port=port)
 
 
 def gpu_count() -> int:
@@ -214,6 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         host = args.host or config.host
         log.info("serving %s on %s:%d (torch threads %d)", ", ".join(registry.names()), host, port, threads)
+        install_metrics(registry, host=host, port=args.metrics_port)
         import uvicorn
 
         uvicorn_config = uvicorn.Config(
