@@ -39,8 +39,9 @@ def with_retries(
             if attempt == attempts:
                 raise TransientError(f"{e} (gave up after {attempts} attempts)") from e
             delay = min(max_delay, base * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2)
+            reason = str(e) if str(e).startswith(what) else f"{what}: {e}"
             print(
-                scrub(f"storage-initializer: {what}: {e}; retry {attempt}/{attempts - 1} in {delay:.1f}s"),
+                scrub(f"storage-initializer: {reason}; retry {attempt}/{attempts - 1} in {delay:.1f}s"),
                 file=sys.stderr,
                 flush=True,
             )
