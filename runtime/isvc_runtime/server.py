@@ -73,6 +73,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="torch intra-op threads (default: chosen from the CPUs available)",
     )
     parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="Prometheus metrics port, when isvc_runtime.metrics is installed (its default when omitted)",
+    )
+    parser.add_argument(
         "--work-dir", type=Path, default=None, help="where archives are unpacked (default: a temp dir)"
     )
     parser.add_argument(
