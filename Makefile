@@ -41,6 +41,14 @@ cluster-up: cluster
 model-store: setup
 	$(PY) examples/mnist/build_model_store.py
 
+# The seed walkthrough on one machine (e2e/demo.py; stand-ins in e2e/standin/): `demo` stays up until
+# Ctrl-C, `demo-check` adds the canary step and exits 0 only when every output is as the seed says.
+demo: setup cluster
+	$(PY) -m e2e.demo
+
+demo-check: setup cluster
+	$(PY) -m e2e.demo --check
+
 test: setup cluster
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest tests e2e

@@ -1,0 +1,571 @@
+"""The seed walkthrough on one machine: ``make demo`` (interactive) and ``make demo-check``.
+
+    python -m e2e.demo            # walkthrough, then stays up and prints how to send requests (Ctrl-C)
+    python -m e2e.demo --check    # walkthrough + canary step, non-interactive; exit 0 only if all pass
+
+Real: etcd + kube-apiserver + kube-controller-manager (e2e/localkube.py), kubectl, the CRD and install
+manifest, the operator (``python -m isvc_operator`` with its ServiceAccount's token), a GCS server
+(gcp-storage-emulator) holding the seed's bucket, the storage initializer and the runtime (run as the
+pod template says), curl. Stand-ins (e2e/standin/, see its README): Knative Serving + the kubelet
+(revisions as local processes, ksvc status) and Istio's gateways (a Host-routing ingress on loopback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import io
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from e2e.localkube import REPO_ROOT, ControlPlane, free_port, install_signal_handlers, pid_alive
+from e2e.standin.ingress import REVISION_HEADER, Ingress
+from e2e.standin.processes import popen, tail, terminate
+from e2e.standin.serving import ServingStandin
+
+NAMESPACE = "kfserving-test"  # the seed's namespace (its Host header: torchserve.kfserving-test.example.com)
+OPERATOR_NAMESPACE = "torch-isvc-system"
+OPERATOR_ACCOUNT = "torch-isvc-operator"
+EXAMPLES = REPO_ROOT / "examples" / "mnist"
+BUCKET = "kfserving-examples"
+MODEL_PREFIX = "models/torchserve/image_classifier"
+SEED_URI = f"gs://{BUCKET}/{MODEL_PREFIX}"
+CANARY_URI = f"{SEED_URI}/v2"
+MODEL_NAME = "mnist"
+CANARY_PERCENT = 20
+CANARY_TOLERANCE = 4.0
+CANARY_REQUESTS = 1000
+VENV_BIN = Path(sys.executable).parent
+
+
+def shared_dir() -> Path:
+    return Path(os.environ.get("TORCH_ISVC_SHARED_DIR") or REPO_ROOT.parent / "shared")
+
+
+def shape(value: Any) -> list[int]:
+    """[1][1][28][28]-style shape of nested lists (the first element's, at each level)."""
+    dims = []
+    while isinstance(value, list):
+        dims.append(len(value))
+        value = value[0] if value else None
+    return dims
+
+
+def own_sample_request(digit_png: bytes | None = None) -> dict[str, Any]:
+    """The project's own request when ../shared is absent: a hand-drawn "2" (strokes drawn here, no
+    MNIST data), base64 PNG in the seed's v1 shape."""
+    if digit_png is None:
+        from PIL import Image, ImageDraw, ImageFilter
+
+        image = Image.new("L", (28, 28), 0)
+        draw = ImageDraw.Draw(image)
+        draw.arc((7, 4, 21, 16), start=180, end=30, fill=255, width=3)
+        draw.line((20, 12, 8, 22), fill=255, width=3)
+        draw.line((7, 22, 22, 22), fill=255, width=3)
+        image = image.filter(ImageFilter.GaussianBlur(0.6))
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        digit_png = buffer.getvalue()
+    return {"instances": [{"data": base64.b64encode(digit_png).decode()}]}
+
+
+# --- processes the demo owns ---------------------------------------------------------------------
+
+
+@dataclass
+class Child:
+    """A child process with its log file (stopped with its whole process group)."""
+
+    name: str
+    argv: list[str]
+    log: Path
+    env: dict[str, str] | None = None
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Child:
+        self.proc = popen(self.argv, log=self.log, env=self.env)
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            terminate(self.proc, timeout=15)
+
+
+def wait_for(probe: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return 200 <= response.status < 300
+    except OSError:
+        return False
+
+
+# --- the environment ----------------------------------------------------------------------------
+
+
+@dataclass
+class Walkthrough:
+    """Everything the walkthrough runs, started in order by :meth:`start` and stopped by :meth:`stop`."""
+
+    workdir: Path
+    say: Callable[[str], None] = print
+    ingress_port: int | None = None
+    cluster: ControlPlane | None = None
+    operator: Child | None = None
+    emulator: Child | None = None
+    standin: ServingStandin | None = None
+    ingress: Ingress | None = None
+    gcs_host: str = ""
+    operator_port: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+    _pids: set[int] = field(default_factory=set)
+
+    # -- lifecycle --
+
+    def start(self) -> Walkthrough:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with self._timed("control plane"):
+            self.cluster = ControlPlane().start()
+            self._pids.update(self.cluster.pids.values())
+            self.say(f"control plane: Kubernetes {self.cluster.server_version().get('gitVersion')} at "
+                     f"{self.cluster.server}")
+        with self._timed("install"):
+            self.install()
+        with self._timed("model stores"):
+            self.start_storage()
+        with self._timed("operator"):
+            self.start_operator()
+        self.standin = ServingStandin(self.cluster.kubeconfig, self.workdir / "pods",
+                                      cluster_env={"STORAGE_EMULATOR_HOST": self.gcs_host}).start()
+        self.ingress = Ingress(self.cluster.kubeconfig, self.standin, port=self.ingress_port).start()
+        self.say(f"stand-ins: Knative Serving + kubelet (pods under {self.workdir / 'pods'}), "
+                 f"ingress on {self.ingress.url}")
+        return self
+
+    def stop(self) -> None:
+        if self.ingress is not None:
+            self.ingress.stop()
+        if self.standin is not None:
+            self._pids.update(self.standin.all_pids())
+            self.standin.stop()
+        for child in (self.operator, self.emulator):
+            if child is not None:
+                child.stop()
+        if self.cluster is not None:
+            self.cluster.stop()
+
+    def leftover_pids(self) -> list[int]:
+        """Processes this walkthrough started that are still alive (empty after a clean stop)."""
+        return sorted(pid for pid in self._pids if pid_alive(pid))
+
+    @contextlib.contextmanager
+    def _timed(self, what: str) -> Iterator[None]:
+        started = time.monotonic()
+        yield
+        self.timings[what] = time.monotonic() - started
+
+    # -- kubectl --
+
+    @property
+    def kubeconfig(self) -> Path:
+        assert self.cluster is not None
+        return self.cluster.kubeconfig
+
+    def kubectl_argv(self, *args: str) -> list[str]:
+        assert self.cluster is not None
+        return [str(VENV_BIN / "kubectl"), f"--kubeconfig={self.kubeconfig}",
+                f"--cache-dir={self.cluster.workdir / 'kubectl-cache'}", *args]
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True
+                ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(self.kubectl_argv(*args), input=input, capture_output=True, text=True,
+                              timeout=120)
+        if check and proc.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args)} exited {proc.returncode}: {proc.stderr.strip()}")
+        return proc
+
+    def get(self, *args: str) -> dict[str, Any] | None:
+        proc = self.kubectl("get", *args, "-o", "json", check=False)
+        if proc.returncode != 0:
+            if "NotFound" in proc.stderr:
+                return None
+            raise RuntimeError(proc.stderr.strip())
+        return json.loads(proc.stdout)
+
+    # -- setup steps --
+
+    def install(self) -> None:
+        self.kubectl("apply", "-f", str(REPO_ROOT / "e2e" / "knative" / "crds"))
+        self.kubectl("apply", "-f", str(REPO_ROOT / "crds"), "-f", str(REPO_ROOT / "deploy"))
+        self.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                     "crd/inferenceservices.serving.kubeflow.org", "crd/services.serving.knative.dev",
+                     "crd/virtualservices.networking.istio.io")
+        self.say("installed: crds/, deploy/ (+ the Knative Service and Istio VirtualService CRDs)")
+        # The demo cluster has Istio (the ingress stand-in): the operator's ingress mode is istio.
+        config = self.get("-n", OPERATOR_NAMESPACE, "configmap", "inferenceservice-config") or {}
+        ingress = json.loads((config.get("data") or {}).get("ingress") or "{}")
+        if ingress.get("mode") != "istio":
+            ingress["mode"] = "istio"
+            patch = {"data": {"ingress": json.dumps(ingress, indent=2)}}
+            self.kubectl("-n", OPERATOR_NAMESPACE, "patch", "configmap", "inferenceservice-config",
+                         "--type=merge", "-p", json.dumps(patch))
+            self.say('configured: inferenceservice-config ingress.mode "istio" (this cluster has an ingress)')
+
+    def start_storage(self) -> None:
+        stores = self.workdir / "stores"
+        for name, version in (("v1", "1.0"), ("v2", "2.0")):
+            subprocess.run([sys.executable, str(EXAMPLES / "build_model_store.py"), str(stores / name),
+                            "--version", version], check=True, capture_output=True, text=True)
+        port = free_port()
+        self.gcs_host = f"http://127.0.0.1:{port}"
+        argv = [str(VENV_BIN / "gcp-storage-emulator"), "start", "--host", "127.0.0.1", "--port", str(port),
+                "-M", "-q"]
+        self.emulator = Child("gcs", argv, self.workdir / "logs" / "gcs.log").start()
+        assert self.emulator.proc is not None
+        self._pids.add(self.emulator.proc.pid)
+        wait_for(lambda: http_ok(f"{self.gcs_host}/storage/v1/b?project=demo") or self._died(self.emulator),
+                 30, "the GCS emulator")
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import storage
+
+        client = storage.Client(project="demo", credentials=AnonymousCredentials(),
+                                client_options={"api_endpoint": self.gcs_host})
+        bucket = client.create_bucket(BUCKET)
+        for name, prefix in (("v1", MODEL_PREFIX), ("v2", f"{MODEL_PREFIX}/v2")):
+            for path in sorted(p for p in (stores / name).rglob("*") if p.is_file()):
+                key = f"{prefix}/{path.relative_to(stores / name).as_posix()}"
+                bucket.blob(key).upload_from_filename(path)
+        self.say(f"model stores: {SEED_URI} (mnist 1.0) and {CANARY_URI} (mnist 2.0) on a GCS emulator at "
+                 f"{self.gcs_host}")
+
+    def _died(self, child: Child | None) -> bool:
+        if child is not None and not child.alive():
+            raise RuntimeError(f"{child.name} exited:\n{tail(child.log)}")
+        return False
+
+    def start_operator(self) -> None:
+        assert self.cluster is not None
+        kubeconfig = wait_for(lambda: self._sa_kubeconfig(), 30, "the operator's ServiceAccount")
+        self.operator_port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
+        env.update(KUBECONFIG=str(kubeconfig), ISVC_OPERATOR_NAMESPACE=OPERATOR_NAMESPACE,
+                   ISVC_LIVENESS_ENDPOINT=f"http://127.0.0.1:{self.operator_port}/healthz")
+        self.operator = Child("operator", [sys.executable, "-m", "isvc_operator"],
+                              self.workdir / "logs" / "operator.log", env).start()
+        assert self.operator.proc is not None
+        self._pids.add(self.operator.proc.pid)
+        health = f"http://127.0.0.1:{self.operator_port}/healthz"
+        wait_for(lambda: http_ok(health) or self._died(self.operator), 60, "the operator's liveness endpoint")
+        self.say(f"operator: python -m isvc_operator as ServiceAccount "
+                 f"{OPERATOR_NAMESPACE}/{OPERATOR_ACCOUNT}")
+
+    def _sa_kubeconfig(self) -> Path | None:
+        assert self.cluster is not None
+        try:
+            return self.cluster.service_account_kubeconfig(OPERATOR_NAMESPACE, OPERATOR_ACCOUNT,
+                                                           self.workdir / "operator.kubeconfig")
+        except RuntimeError:
+            return None
+
+    # -- the walkthrough's actions --
+
+    def apply(self, manifest: Path, namespace: str = NAMESPACE) -> str:
+        if self.get("namespace", namespace) is None:
+            self.kubectl("create", "namespace", namespace)
+        return self.kubectl("apply", "-n", namespace, "-f", str(manifest)).stdout.strip()
+
+    def ready_isvc(self, name: str, namespace: str = NAMESPACE) -> dict[str, Any] | None:
+        """The isvc once Ready for its current generation, else None."""
+        isvc = self.get("-n", namespace, "isvc", name)
+        status = (isvc or {}).get("status") or {}
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True"
+                    for c in status.get("conditions") or [])
+        if not ready or status.get("observedGeneration") != isvc["metadata"]["generation"]:  # type: ignore[index]
+            return None
+        return isvc
+
+    def wait_ready(self, name: str, namespace: str = NAMESPACE, timeout: float = 180.0,
+                   revision: str | None = None) -> dict[str, Any]:
+        """Wait for Ready (and, when given, for ``revision`` to be the latest ready one)."""
+
+        def probe() -> dict[str, Any] | None:
+            isvc = self.ready_isvc(name, namespace)
+            if isvc is None or revision is None:
+                return isvc
+            predictor = ((isvc.get("status") or {}).get("components") or {}).get("predictor") or {}
+            return isvc if predictor.get("latestReadyRevision") == revision else None
+
+        try:
+            return wait_for(probe, timeout, f"isvc {namespace}/{name} to be Ready")
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}\n{self.diagnose(namespace)}") from None
+
+    def diagnose(self, namespace: str = NAMESPACE) -> str:
+        """What the isvc, ksvc and revision pods say (for failure messages)."""
+        parts = [self.kubectl("get", "-n", namespace, "isvc,services.serving.knative.dev", "-o", "yaml",
+                              check=False).stdout[-3000:]]
+        if self.standin is not None:
+            for (ns, revision), pod in sorted(self.standin.pods.items()):
+                if ns == namespace:
+                    parts.append(f"revision {revision}: {pod.state} {pod.message}\n{pod.log_tail()}")
+        if self.operator is not None:
+            parts.append(f"--- operator log ---\n{tail(self.operator.log, 20)}")
+        return "\n".join(parts)
+
+    def service_hostname(self, name: str = "torchserve", namespace: str = NAMESPACE) -> str:
+        """The seed's ``kubectl get inferenceservice NAME -o jsonpath='{.status.url}' | cut -d "/" -f 3``."""
+        url = self.kubectl("get", "-n", namespace, "inferenceservice", name, "-o",
+                           "jsonpath={.status.url}").stdout
+        return url.split("/")[2] if url.count("/") >= 2 else ""
+
+    def curl_argv(self, host: str, path: str, data: Path) -> list[str]:
+        assert self.ingress is not None
+        return ["curl", "-sS", "-H", f"Host: {host}", f"{self.ingress.url}{path}", "-d", f"@{data}"]
+
+    def curl(self, host: str, path: str, data: Path) -> tuple[int, str]:
+        """The seed's curl (real curl) against the ingress; (HTTP status, body)."""
+        argv = [*self.curl_argv(host, path, data), "-w", "\n%{http_code}"]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+        if proc.returncode != 0:
+            return 0, proc.stderr.strip()
+        body, _, code = proc.stdout.rpartition("\n")
+        return int(code or 0), body
+
+    def send_many(self, host: str, path: str, body: bytes, count: int, concurrency: int = 8
+                  ) -> tuple[Counter[str], Counter[str]]:
+        """``count`` POSTs through the ingress: (requests per revision, answers by status and body)."""
+        assert self.ingress is not None
+        url = f"{self.ingress.url}{path}"
+
+        async def run() -> tuple[Counter[str], Counter[str]]:
+            revisions: Counter[str] = Counter()
+            answers: Counter[str] = Counter()
+            queue = list(range(count))
+            async with httpx.AsyncClient(timeout=120) as client:
+                async def worker() -> None:
+                    while queue:
+                        queue.pop()
+                        response = await client.post(url, content=body, headers={"Host": host})
+                        revisions[response.headers.get(REVISION_HEADER, "?")] += 1
+                        answers[f"{response.status_code} {response.text.strip()}"] += 1
+
+                await asyncio.gather(*(worker() for _ in range(concurrency)))
+            return revisions, answers
+
+        return asyncio.run(run())
+
+
+# --- the walkthrough's steps and checks ---------------------------------------------------------
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+class Steps:
+    def __init__(self, env: Walkthrough, request: Path, say: Callable[[str], None] = print) -> None:
+        self.env = env
+        self.request = request
+        self.say = say
+        self.checks: list[Check] = []
+
+    def check(self, name: str, ok: bool, detail: str) -> bool:
+        self.checks.append(Check(name, ok, detail))
+        self.say(f"{'PASS' if ok else 'FAIL'}  {name}: {detail}")
+        return ok
+
+    def show(self, argv: list[str], output: str) -> None:
+        self.say(f"$ {shlex.join(argv)}\n{output}")
+
+    def create(self) -> None:
+        output = self.env.apply(EXAMPLES / "torchserve.yaml")
+        self.show(["kubectl", "apply", "-n", NAMESPACE, "-f", "torchserve.yaml"], output)
+        self.check("apply", output == "inferenceservice.serving.kubeflow.org/torchserve created", output)
+
+    def ready(self) -> None:
+        try:
+            self.env.wait_ready("torchserve")
+            ready = True
+        except TimeoutError as exc:
+            ready = False
+            self.say(str(exc))
+        table = self.env.kubectl("get", "-n", NAMESPACE, "isvc", "torchserve").stdout.rstrip()
+        self.show(["kubectl", "get", "-n", NAMESPACE, "isvc", "torchserve"], table)
+        isvc = self.env.get("-n", NAMESPACE, "isvc", "torchserve") or {}
+        url = (isvc.get("status") or {}).get("url", "")
+        self.check("READY True", ready, "Ready condition True" if ready else "not Ready")
+        expected = f"http://torchserve.{NAMESPACE}.example.com"
+        self.check("URL", url == expected, f"status.url {url!r} (seed: {expected!r})")
+
+    def predict(self) -> None:
+        host = self.env.service_hostname()
+        status, body = self.env.curl(host, f"/v1/models/{MODEL_NAME}:predict", self.request)
+        self.show(self.env.curl_argv(host, f"/v1/models/{MODEL_NAME}:predict", self.request), body)
+        try:
+            answer = json.loads(body)
+        except ValueError:
+            answer = None
+        self.check("predict", status == 200 and answer == {"predictions": [2]},
+                   f"HTTP {status} {body[:200]} (seed: {{\"predictions\": [2]}})")
+
+    def explain(self) -> None:
+        host = self.env.service_hostname()
+        status, body = self.env.curl(host, f"/v1/models/{MODEL_NAME}:explain", self.request)
+        shown = body if len(body) <= 300 else f"{body[:300]}... ({len(body)} bytes)"
+        self.show(self.env.curl_argv(host, f"/v1/models/{MODEL_NAME}:explain", self.request), shown)
+        try:
+            explanations = json.loads(body).get("explanations")
+        except (ValueError, AttributeError):
+            explanations = None
+        dims = shape(explanations) if explanations is not None else []
+        self.check("explain", status == 200 and dims == [1, 1, 28, 28],
+                   f"HTTP {status}, explanations of shape {dims} (seed: [1, 1, 28, 28])")
+
+    def canary(self, requests: int = CANARY_REQUESTS) -> None:
+        before = self.env.get("-n", NAMESPACE, "isvc", "torchserve") or {}
+        stable = (((before.get("status") or {}).get("components") or {}).get("predictor") or {}).get(
+            "latestReadyRevision")
+        output = self.env.apply(EXAMPLES / "canary.yaml")
+        self.show(["kubectl", "apply", "-n", NAMESPACE, "-f", "canary.yaml"], output)
+        ksvc = wait_for(lambda: self._new_revision(stable), 60, "the canary's revision")
+        try:
+            self.env.wait_ready("torchserve", revision=ksvc)
+        except TimeoutError as exc:
+            self.check("canary ready", False, str(exc).splitlines()[0])
+            return
+        table = self.env.kubectl("get", "-n", NAMESPACE, "isvc", "torchserve").stdout.rstrip()
+        self.show(["kubectl", "get", "-n", NAMESPACE, "isvc", "torchserve"], table)
+        assert self.env.ingress is not None
+        self.env.ingress.update_routes()
+        host = self.env.service_hostname()
+        revisions, answers = self.env.send_many(host, f"/v1/models/{MODEL_NAME}:predict",
+                                                self.request.read_bytes(), requests)
+        share = 100.0 * revisions.get(ksvc, 0) / requests
+        self.say(f"{requests} predictions through the ingress: {dict(revisions)}; answers {dict(answers)}")
+        good = answers.get('200 {"predictions":[2]}', 0) + answers.get('200 {"predictions": [2]}', 0)
+        self.check("canary answers", good == requests, f"{good}/{requests} answered {{\"predictions\": [2]}}")
+        self.check("canary split", abs(share - CANARY_PERCENT) <= CANARY_TOLERANCE,
+                   f"{share:.1f}% to the canary revision {ksvc}, {100 - share:.1f}% to {stable} "
+                   f"(seed: {CANARY_PERCENT}% ± {CANARY_TOLERANCE:.0f})")
+
+    def _new_revision(self, stable: str | None) -> str | None:
+        ksvc = self.env.get("-n", NAMESPACE, "services.serving.knative.dev", "torchserve-predictor-default")
+        latest = ((ksvc or {}).get("status") or {}).get("latestCreatedRevisionName")
+        return latest if latest and latest != stable else None
+
+
+def seed_request(workdir: Path) -> Path:
+    """../shared/data/requests/v1/mnist.json, else the project's own sample written to ``workdir``."""
+    seed = shared_dir() / "data" / "requests" / "v1" / "mnist.json"
+    if seed.is_file():
+        return seed
+    path = workdir / "mnist.json"
+    path.write_text(json.dumps(own_sample_request()))
+    return path
+
+
+def print_usage(env: Walkthrough, request: Path) -> None:
+    assert env.ingress is not None
+    host = env.service_hostname() or f"torchserve.{NAMESPACE}.example.com"
+    url = "http://${INGRESS_HOST}:${INGRESS_PORT}/v1/models/mnist"
+    lines = [
+        "",
+        "The demo is up. In another shell:",
+        "",
+        f"  export KUBECONFIG={env.kubeconfig}",
+        f"  alias kubectl={VENV_BIN / 'kubectl'}",
+        f"  kubectl get isvc -n {NAMESPACE}",
+        f"  INGRESS_HOST=127.0.0.1 INGRESS_PORT={env.ingress.port}",
+        f"  SERVICE_HOSTNAME=$(kubectl get inferenceservice torchserve -n {NAMESPACE} "
+        """-o jsonpath='{.status.url}' | cut -d "/" -f 3)""",
+        f'  curl -H "Host: ${{SERVICE_HOSTNAME}}" {url}:predict -d @{request}',
+        f'  curl -H "Host: ${{SERVICE_HOSTNAME}}" {url}:explain -d @{request}',
+        f"  kubectl apply -n {NAMESPACE} -f {EXAMPLES / 'canary.yaml'}  # the canary: 20% to v2",
+        "",
+        f"SERVICE_HOSTNAME is {host} now. Revision processes and their logs: {env.workdir / 'pods'}",
+        "Ctrl-C stops everything.",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m e2e.demo", description=__doc__.split("\n")[0])
+    parser.add_argument("--check", action="store_true", help="non-interactive, with the canary step; "
+                        "exit 0 only when every output is as the seed says")
+    parser.add_argument("--ingress-port", type=int, default=None, help="the ingress's loopback port")
+    parser.add_argument("--canary-requests", type=int, default=CANARY_REQUESTS)
+    args = parser.parse_args(argv)
+    install_signal_handlers()
+    started = time.monotonic()
+    workdir = Path(tempfile.mkdtemp(prefix="torch-isvc-demo-"))
+    env = Walkthrough(workdir, ingress_port=args.ingress_port)
+    steps: Steps | None = None
+    failed_setup = False
+    try:
+        env.start()
+        request = seed_request(workdir)
+        steps = Steps(env, request)
+        for step in (steps.create, steps.ready, steps.predict, steps.explain):
+            step()
+        if args.check:
+            steps.canary(args.canary_requests)
+        else:
+            print_usage(env, request)
+            while True:
+                time.sleep(3600)
+    except KeyboardInterrupt:
+        print("\nstopping", flush=True)
+    except Exception as exc:
+        failed_setup = True
+        print(f"demo: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+    finally:
+        env.stop()
+        left = env.leftover_pids()
+        if left:
+            print(f"demo: processes left behind: {left}", file=sys.stderr)
+        shutil.rmtree(workdir, ignore_errors=True)
+    elapsed = time.monotonic() - started
+    checks = steps.checks if steps is not None else []
+    failed = [c for c in checks if not c.ok]
+    if args.check:
+        print(f"\nsetup: {', '.join(f'{k} {v:.1f}s' for k, v in env.timings.items())}; "
+              f"total {elapsed:.0f}s")
+        print(f"demo-check: {len(checks) - len(failed)}/{len(checks)} checks passed"
+              + (f"; FAILED: {', '.join(c.name for c in failed)}" if failed else ""))
+    return 1 if failed or failed_setup or left or (args.check and not checks) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
