@@ -75,6 +75,19 @@ def key_ratios(results: Results, ceiling_images_per_s: float | None, concurrency
     }
 
 
+def pick_best(candidates: Results, concurrency: int = 32) -> str | None:
+    """The candidate with the highest v1 throughput at ``concurrency`` among those with no error at
+    any point (a setup that answers some requests with errors is not a fair "best")."""
+    error_free = {
+        key: entry
+        for key, entry in candidates.items()
+        if total_errors(entry) == 0 and _point(candidates, key, "v1", concurrency) is not None
+    }
+    if not error_free:
+        return None
+    return max(error_free, key=lambda key: float(error_free[key]["v1"][concurrency]["rps"]))
+
+
 def _cell(point: Mapping[str, Any] | None) -> str:
     if point is None:
         return "n/a"

@@ -96,3 +96,13 @@ def test_results_section_creates_the_document_when_empty() -> None:
     document = serving_report.replace_section("", "## Serving\nrun")
     assert document.startswith("# Benchmark results\n")
     assert serving_report.SECTION_END in document
+
+
+def test_best_torchserve_setup_is_the_fastest_error_free_one() -> None:
+    candidates = {
+        "ts_best_w1": {"v1": {32: _point(600, 50, 90)}, "explain": None},
+        "ts_best_w2": {"v1": {32: _point(800, 38, 95)}, "explain": None},
+        "ts_best_w3": {"v1": {32: _point(900, 30, 80, errors=12)}, "explain": None},
+    }
+    assert serving_report.pick_best(candidates, 32) == "ts_best_w2"
+    assert serving_report.pick_best({"ts_best_w3": candidates["ts_best_w3"]}, 32) is None
