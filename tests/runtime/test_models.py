@@ -22,6 +22,17 @@ some_future_key=1
 """
 
 
+SAME_NAMED_HANDLER = """
+def handle(data, context):
+    if data is None:
+        return None
+    for index, row in enumerate(data):
+        if row["data"] == "reject":
+            context.set_response_status(422, "LETTER refuses this row", index)
+    return ["LETTER:" + row["data"] for row in data]
+"""
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, weights: dict[str, Path]) -> Iterator[RuntimeProcess]:
     root = tmp_path_factory.mktemp("store")
@@ -66,6 +77,11 @@ def server(tmp_path_factory: pytest.TempPathFactory, weights: dict[str, Path]) -
         serialized_file=weights["scale_sum"],
     )
     build_archive(store, "upper", handler=ASSETS / "function_handler.py")
+    for letter in "ab":  # two archives whose handler modules share one file name
+        source = root / f"handlers_{letter}" / "handler.py"
+        source.parent.mkdir()
+        source.write_text(SAME_NAMED_HANDLER.replace("LETTER", letter.upper()))
+        build_archive(store, f"same_{letter}", handler=source)
     (root / "config").mkdir()
     (root / "config" / "config.properties").write_text(CONFIG)
     process = RuntimeProcess(root, root / "runtime.log")
@@ -82,7 +98,17 @@ def _b64(data: bytes) -> str:
 
 def test_every_archive_format_and_model_kind_loads(server: RuntimeProcess) -> None:
     models = server.client.get("/v1/models").json()["models"]
-    assert sorted(models) == ["batcher", "exported", "labels", "quadrant", "quadrant_ts", "script", "upper"]
+    assert sorted(models) == [
+        "batcher",
+        "exported",
+        "labels",
+        "quadrant",
+        "quadrant_ts",
+        "same_a",
+        "same_b",
+        "script",
+        "upper",
+    ]
     for name in models:
         assert server.client.get(f"/v2/models/{name}/ready").json() == {"name": name, "ready": True}
 
@@ -246,3 +272,14 @@ def test_versioned_v2_paths_answer_for_the_models_version_only(server: RuntimePr
     assert server.client.post("/v2/models/script/versions/1.0/infer", json=body).status_code == 200
     missing = server.client.post("/v2/models/script/versions/9.9/infer", json=body)
     assert missing.status_code == 404 and "9.9" in missing.json()["error"]
+
+
+def test_archives_with_same_named_handler_files_each_run_their_own(server: RuntimeProcess) -> None:
+    for letter in "ab":
+        response = server.client.post(f"/v1/models/same_{letter}:predict", json={"instances": ["x"]})
+        assert response.json() == {"predictions": [f"{letter.upper()}:x"]}
+
+
+def test_a_status_set_by_the_handler_through_the_context_is_the_answer(server: RuntimeProcess) -> None:
+    response = server.client.post("/v1/models/same_b:predict", json={"instances": ["reject"]})
+    assert response.status_code == 422 and response.json() == {"error": "B refuses this row"}
