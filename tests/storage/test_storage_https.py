@@ -216,3 +216,33 @@ def test_large_transfer_reports_progress_with_rate_and_eta_at_a_bounded_pace(
     )
     assert all(pattern.match(line) for line in progress), progress
     assert len(progress) <= elapsed / 0.5 + 1
+
+
+def test_sigterm_mid_download_cleans_up_and_exits_143(
+    file_server: FileServer, tls: dict[str, Path], tmp_path: Path
+) -> None:
+    served = tmp_path / "www"
+    served.mkdir()
+    (served / "big.mar").write_bytes(os.urandom(8 * 1024 * 1024))
+    dest = tmp_path / "models"
+    dest.mkdir()
+    with file_server(served, rate=2 * 1024 * 1024) as base:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "isvc_runtime.storage", f"{base}/big.mar", str(dest)],
+            env=clean_env(STORAGE_CA_BUNDLE=str(tls["ca"])),
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not any(dest.glob(f"{STAGING_PREFIX}*/*")):
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGTERM)
+            _out, err = proc.communicate(timeout=20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines()[-1] == "storage-initializer: error: interrupted"
+    assert list(dest.iterdir()) == []

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -179,3 +181,15 @@ def test_secrets_are_scrubbed_from_messages(monkeypatch: pytest.MonkeyPatch) -> 
     assert scrub(message) == "failed https://h/x?REDACTED with key *** second line"
     assert redact_uri("https://user:pw@example.com/m.tgz?token=abc") == "https://example.com/m.tgz?REDACTED"
     assert os.environ["AWS_SECRET_ACCESS_KEY"] not in scrub(repr(message))
+
+
+def test_the_initializer_imports_no_torch() -> None:
+    code = (
+        "import sys, isvc_runtime.storage.__main__, isvc_runtime.storage.initializer, "
+        "isvc_runtime.storage.s3, isvc_runtime.storage.gcs, isvc_runtime.storage.web; "
+        "isvc_runtime.storage.s3.make_client(); isvc_runtime.storage.gcs.make_client(); "
+        "print('torch' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], env=clean_env(), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
