@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import binascii
 import logging
-import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -188,8 +187,3 @@ class ModelRunner:
     async def stop(self) -> None:
         await self.batcher.stop()
         self._executor.shutdown(wait=False, cancel_futures=True)
-
-
-def timed_load(function: Callable[[], T]) -> tuple[T, float]:
-    started = time.perf_counter()
-    return function(), time.perf_counter() - started

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import importlib
 import importlib.util
@@ -254,7 +253,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run() -> None:
     try:
-        asyncio.get_event_loop_policy()
         sys.exit(main())
     except KeyboardInterrupt:
         sys.exit(130)
