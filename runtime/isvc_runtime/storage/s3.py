@@ -82,6 +82,10 @@ def make_client() -> Any:
     )
 
 
+class AccessDenied(StorageError):
+    """HTTP 401/403 from S3: bad or missing credentials, or a policy that does not allow the call."""
+
+
 def classify(e: BaseException, what: str) -> StorageError:
     from botocore.exceptions import (
         ClientError,
@@ -102,7 +106,7 @@ def classify(e: BaseException, what: str) -> StorageError:
         status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
         message = f"{what}: HTTP {status}" + (f" {code}" if code and not code.isdigit() else "")
         if status in (401, 403) or code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied"):
-            return StorageError(f"{message}: access denied, check the S3 credentials")
+            return AccessDenied(f"{message}: access denied, check the S3 credentials")
         if status >= 500 or status == 429 or code in _TRANSIENT_CODES:
             return TransientError(message)
         return StorageError(message)
@@ -189,10 +193,28 @@ def body_reader(response: dict[str, Any]) -> tuple[Callable[[memoryview], int], 
     return readinto, finish
 
 
+def head_object(client: Any, bucket: str, key: str) -> int | None:
+    """The object's size, or None when it cannot be read (missing, or access denied too)."""
+    try:
+        return int(client.head_object(Bucket=bucket, Key=key).get("ContentLength", 0))
+    except Exception:
+        return None
+
+
 def fetch(uri: str, model: Path, progress: Progress) -> None:
     bucket, prefix = split_uri(uri)
     client = make_client()
-    objects = list_objects(client, bucket, prefix)
+    try:
+        objects = list_objects(client, bucket, prefix)
+    except AccessDenied:
+        # Credentials may allow reading one object without listing the bucket (s3:GetObject only):
+        # a URI that names that object still works.
+        if not prefix or prefix.endswith("/"):
+            raise
+        size = head_object(client, bucket, prefix)
+        if size is None:
+            raise
+        objects = [(prefix, safe_relpath(prefix.rsplit("/", 1)[-1]), size)]
     if not objects:
         raise StorageError(f"{uri}: no objects found under this prefix")
     progress.add_total(sum(size for _k, _r, size in objects))
