@@ -288,3 +288,15 @@ def test_refusal_into_existing_mount_point_leaves_it_empty(tmp_path: Path) -> No
     archive = _tar(tmp_path / "trav.tar", [("ok.txt", b"ok"), ("../evil.txt", b"pwned")])
     _assert_refused(archive, dest, "../evil.txt")
     assert list(dest.iterdir()) == []
+
+
+def test_extracted_files_and_dest_are_readable_by_other_users(tmp_path: Path) -> None:
+    info = tarfile.TarInfo("weights.pt")
+    info.size = 1
+    info.mode = 0o600
+    archive = tmp_path / "a.tar"
+    with tarfile.open(archive, "w") as tf:
+        tf.addfile(info, io.BytesIO(b"w"))
+    extract_archive(archive, tmp_path / "out")
+    assert stat.S_IMODE((tmp_path / "out/weights.pt").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o755

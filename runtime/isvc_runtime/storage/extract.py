@@ -102,6 +102,7 @@ def _staging(dest: Path) -> Iterator[Path]:
                 os.rename(staging / entry, dest / entry)
             staging.rmdir()
         else:
+            os.chmod(staging, 0o755)  # mkdtemp made it private; dest is an ordinary directory
             os.rename(staging, dest)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -174,8 +175,9 @@ class _Writer:
                 if self.written > self.max_bytes:
                     raise UnsafeArchiveError(name, f"archive expands past the cap of {self.max_bytes} bytes")
                 out.write(chunk)
-        # keep the permission bits (no setuid/setgid/sticky), always readable and writable by the owner
-        os.chmod(path, (mode & 0o777) | 0o600)
+        # keep the permission bits (no setuid/setgid/sticky), always readable by all: the runtime
+        # container may run as another user than the one that unpacked the model
+        os.chmod(path, (mode & 0o777) | 0o644)
 
     def symlink(self, name: str, target: str) -> None:
         rel = _safe_relpath(name)
