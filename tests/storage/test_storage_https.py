@@ -246,3 +246,16 @@ def test_sigterm_mid_download_cleans_up_and_exits_143(
     assert proc.returncode == 143, err
     assert err.strip().splitlines()[-1] == "storage-initializer: error: interrupted"
     assert list(dest.iterdir()) == []
+
+
+def test_verification_turned_off_says_so_once_and_downloads(file_server: FileServer, tmp_path: Path) -> None:
+    served = tmp_path / "www"
+    served.mkdir()
+    (served / "m.mar").write_bytes(b"model")
+    with file_server(served, fail_first=1) as base:
+        result = run_initializer(f"{base}/m.mar", tmp_path / "out", clean_env(STORAGE_HTTP_VERIFY="0"))
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[0] == "storage-initializer: TLS certificate verification is off (STORAGE_HTTP_VERIFY=0)"
+    assert "InsecureRequestWarning" not in result.stderr
+    assert tree_bytes(tmp_path / "out") == {"m.mar": b"model"}

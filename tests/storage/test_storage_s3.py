@@ -6,12 +6,14 @@ import io
 import json
 import tarfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 from isvc_runtime.storage.placement import COMPLETE_MARKER
-from storage_support import clean_env, run_initializer, tree_bytes
+from storage_support import VENV_BIN, clean_env, free_port, run_initializer, running, tree_bytes
 
 
 def _bucket(s3_client: Any, files: dict[str, bytes], prefix: str, acl: str = "private") -> str:
@@ -125,3 +127,55 @@ def test_s3_keys_that_climb_out_are_refused(
     assert "refusing object" in result.stderr
     assert not (tmp_path / "sub" / "escape.txt").exists()
     assert not (dest / COMPLETE_MARKER).exists()
+
+
+@pytest.fixture(scope="module")
+def s3_tls_endpoint(tls: dict[str, Path], s3_env: dict[str, str]) -> Iterator[str]:
+    port = free_port()
+    cmd = [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)]
+    cmd += ["-c", str(tls["cert"]), "-k", str(tls["key"])]
+    with running(cmd, port):
+        endpoint = f"https://127.0.0.1:{port}"
+        client = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            verify=str(tls["ca"]),
+            aws_access_key_id=s3_env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=s3_env["AWS_SECRET_ACCESS_KEY"],
+        )
+        client.create_bucket(Bucket="tls-models")
+        client.put_object(Bucket="tls-models", Key="m/model.mar", Body=b"over tls")
+        yield endpoint
+
+
+def test_s3_over_tls_with_a_ca_bundle(
+    s3_tls_endpoint: str, s3_env: dict[str, str], tls: dict[str, Path], tmp_path: Path
+) -> None:
+    env = {**s3_env, "AWS_ENDPOINT_URL": s3_tls_endpoint, "AWS_CA_BUNDLE": str(tls["ca"])}
+    result = run_initializer("s3://tls-models/m", tmp_path / "out", env)
+    assert result.returncode == 0, result.stderr
+    assert tree_bytes(tmp_path / "out") == {"model.mar": b"over tls"}
+
+
+def test_s3_untrusted_certificate_fails_at_once(
+    s3_tls_endpoint: str, s3_env: dict[str, str], tmp_path: Path
+) -> None:
+    result = run_initializer(
+        "s3://tls-models/m", tmp_path / "out", {**s3_env, "AWS_ENDPOINT_URL": s3_tls_endpoint}
+    )
+    assert result.returncode == 1
+    expected = "listing s3://tls-models/m: TLS verification failed (set AWS_CA_BUNDLE to trust a CA)"
+    assert result.stderr.strip().splitlines() == [f"storage-initializer: error: {expected}"]
+
+
+def test_s3_verify_ssl_off_says_so_once(s3_tls_endpoint: str, s3_env: dict[str, str], tmp_path: Path) -> None:
+    host = s3_tls_endpoint.removeprefix("https://")
+    env = {**s3_env, "AWS_ENDPOINT_URL": "", "S3_ENDPOINT": host, "S3_USE_HTTPS": "1", "S3_VERIFY_SSL": "0"}
+    result = run_initializer("s3://tls-models/m", tmp_path / "out", env)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip().splitlines()[0] == (
+        "storage-initializer: TLS certificate verification is off (S3_VERIFY_SSL=0)"
+    )
+    assert "InsecureRequestWarning" not in result.stderr
+    assert tree_bytes(tmp_path / "out") == {"model.mar": b"over tls"}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -92,3 +94,13 @@ def run_all(download: Callable[[str, Path], None], jobs: list[tuple[str, Path]],
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
+
+
+def insecure_warning_once(setting: str) -> None:
+    """One line saying TLS verification is off, instead of urllib3's warning on every request."""
+    import urllib3
+
+    warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
+    print(
+        f"storage-initializer: TLS certificate verification is off ({setting})", file=sys.stderr, flush=True
+    )

@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from isvc_runtime.storage.errors import StorageError, TransientError
-from isvc_runtime.storage.files import download_path, place_single_file, relative_key, run_all, safe_relpath
+from isvc_runtime.storage.files import (
+    download_path,
+    insecure_warning_once,
+    place_single_file,
+    relative_key,
+    run_all,
+    safe_relpath,
+)
 from isvc_runtime.storage.progress import Progress
 from isvc_runtime.storage.retry import with_retries
 
@@ -72,7 +79,10 @@ def make_client() -> Any:
     }
     if session.get_credentials() is None:
         options["signature_version"] = UNSIGNED
-    verify: bool | str | None = None if _flag("S3_VERIFY_SSL", True) else False
+    verify: bool | str | None = None
+    if not _flag("S3_VERIFY_SSL", True):
+        verify = False
+        insecure_warning_once("S3_VERIFY_SSL=0")
     return session.create_client(
         "s3",
         endpoint_url=endpoint,
@@ -95,6 +105,7 @@ def classify(e: BaseException, what: str) -> StorageError:
         PartialCredentialsError,
         ReadTimeoutError,
         ResponseStreamingError,
+        SSLError,
     )
     from botocore.exceptions import (
         ConnectionError as BotoConnectionError,
@@ -110,6 +121,8 @@ def classify(e: BaseException, what: str) -> StorageError:
         if status >= 500 or status == 429 or code in _TRANSIENT_CODES:
             return TransientError(message)
         return StorageError(message)
+    if isinstance(e, SSLError):  # before ConnectionError, its base: a bad certificate is not transient
+        return StorageError(f"{what}: TLS verification failed (set AWS_CA_BUNDLE to trust a CA)")
     if isinstance(e, NoCredentialsError | PartialCredentialsError):
         return StorageError(f"{what}: incomplete S3 credentials")
     transient = (

@@ -15,7 +15,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from isvc_runtime.storage.errors import StorageError, TransientError, redact_uri
-from isvc_runtime.storage.files import CountingWriter, download_path, place_single_file
+from isvc_runtime.storage.files import CountingWriter, download_path, insecure_warning_once, place_single_file
 from isvc_runtime.storage.progress import Progress
 from isvc_runtime.storage.retry import with_retries
 
@@ -37,6 +37,7 @@ def request_headers() -> dict[str, str]:
 
 def tls_verify() -> bool | str:
     if os.environ.get("STORAGE_HTTP_VERIFY", "1").strip().lower() in ("0", "false", "no", "off"):
+        insecure_warning_once("STORAGE_HTTP_VERIFY=0")
         return False
     bundle = os.environ.get("STORAGE_CA_BUNDLE")
     if bundle:
