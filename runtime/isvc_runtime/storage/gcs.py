@@ -66,6 +66,8 @@ def classify(e: BaseException, what: str) -> StorageError:
         if status >= 500 or status == 429:
             return TransientError(f"{what}: HTTP {status}")
         return StorageError(f"{what}: HTTP {status}")
+    if isinstance(e, requests.exceptions.SSLError):  # a subclass of ConnectionError, but not transient
+        return StorageError(f"{what}: TLS verification failed")
     if isinstance(e, requests.ConnectionError | requests.Timeout | ConnectionError | TimeoutError):
         return TransientError(f"{what}: {type(e).__name__}")
     if isinstance(e, media_common.DataCorruption):
