@@ -31,9 +31,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "cpuRequest": "100m",
         "cpuLimit": "1",
     },
-    # Reserved for the ingress issue: "istio" makes the operator own a VirtualService per isvc.
+    # "istio" (KFServing's default): a VirtualService per isvc for {isvc}.{ns}.{domain}; "none": the
+    # isvc's URL is the predictor's Knative Service URL.
     "ingress": {
-        "mode": "none",
+        "mode": "istio",
         "domain": "example.com",
         "ingressGateway": "knative-serving/knative-ingress-gateway",
         "localGateway": "knative-serving/knative-local-gateway",
@@ -130,8 +131,10 @@ def parse_config(data: dict[str, str] | None) -> OperatorConfig:
     storage = _merge_section("storageInitializer", data.get("storageInitializer"), problems)
     ingress = _merge_section("ingress", data.get("ingress"), problems)
     if ingress["mode"] not in _INGRESS_MODES:
-        problems.append(f"data.ingress.mode must be one of {', '.join(_INGRESS_MODES)}; using 'none'")
-        ingress["mode"] = "none"
+        default_mode = DEFAULTS["ingress"]["mode"]
+        modes = ", ".join(_INGRESS_MODES)
+        problems.append(f"data.ingress.mode must be one of {modes}; using {default_mode!r}")
+        ingress["mode"] = default_mode
     return OperatorConfig(
         pytorch=PytorchConfig(
             image=predictors["image"],

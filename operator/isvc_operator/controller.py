@@ -15,10 +15,13 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from .config import CONFIGMAP_NAME, OperatorConfig, parse_config
+from .credentials import StorageCredentials, referenced_secrets, service_account_name, storage_credentials
+from .ingress import external_host, ingress_condition, ingress_urls, render_virtual_service
 from .kube import Kube, now
 from .naming import ISVC_LABEL, predictor_service_name
 from .render import RenderError, render_knative_service
-from .status import propagate_status, ready_transition
+from .status import predictor_condition, propagate_status, ready_transition
+from .traffic import Rollout, rolled_out, stored_rollout
 
 Key = tuple[str, str]
 RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
@@ -26,6 +29,23 @@ RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
 
 def key_of(body: dict[str, Any]) -> Key:
     return body["metadata"]["namespace"], body["metadata"]["name"]
+
+
+def _older(known: dict[str, Any] | None, incoming: dict[str, Any]) -> bool:
+    """Whether a watch event carries an older version than one this process already holds (it wrote it).
+
+    resourceVersions are etcd revisions; compared only when both are integers."""
+    if known is None:
+        return False
+    try:
+        return int(incoming["metadata"]["resourceVersion"]) < int(known["metadata"]["resourceVersion"])
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
+def _owned_by(obj: dict[str, Any], isvc: dict[str, Any]) -> bool:
+    uid = isvc["metadata"].get("uid")
+    return any(ref.get("uid") == uid for ref in obj["metadata"].get("ownerReferences") or [])
 
 
 class Controller:
@@ -38,6 +58,10 @@ class Controller:
         self._isvcs: dict[Key, dict[str, Any]] = {}
         self._ksvcs: dict[Key, dict[str, Any]] = {}
         self._applied: dict[Key, tuple[dict[str, Any], int | None]] = {}
+        self._virtual_services: dict[Key, dict[str, Any]] = {}
+        self._vs_applied: dict[Key, tuple[dict[str, Any], int | None]] = {}
+        self._service_accounts: dict[Key, dict[str, Any] | None] = {}
+        self._secret_summaries: dict[Key, tuple[str | None, tuple[Any, ...]]] = {}
         self._warned_config: dict[str, tuple[str, ...]] = {}
         self._failures: dict[Key, int] = {}
         self._locks: dict[Key, threading.Lock] = {}
@@ -54,6 +78,9 @@ class Controller:
                 self._isvcs.pop(key, None)
                 self._applied.pop(key, None)
                 self._failures.pop(key, None)
+                self._vs_applied.pop(key, None)
+                return
+            if _older(self._isvcs.get(key), body):
                 return
             self._isvcs[key] = body
         self.reconcile(key)
@@ -64,10 +91,43 @@ class Controller:
         with self._guard:
             if event_type == "DELETED":
                 self._ksvcs.pop((namespace, name), None)
+            elif _older(self._ksvcs.get((namespace, name)), body):
+                return
             else:
                 self._ksvcs[(namespace, name)] = body
         if owner and predictor_service_name(owner) == name and (namespace, owner) in self._isvcs:
             self.reconcile((namespace, owner))
+
+    def virtual_service_event(self, event_type: str | None, body: dict[str, Any]) -> None:
+        key = key_of(body)
+        owner = (body["metadata"].get("labels") or {}).get(ISVC_LABEL)
+        with self._guard:
+            if event_type == "DELETED":
+                self._virtual_services.pop(key, None)
+                self._vs_applied.pop(key, None)
+            elif _older(self._virtual_services.get(key), body):
+                return
+            else:
+                self._virtual_services[key] = body
+        if owner == key[1] and key in self._isvcs:
+            self.reconcile(key)
+
+    def service_account_event(self, event_type: str | None, body: dict[str, Any]) -> None:
+        """A ServiceAccount appeared, changed or went: re-render the isvcs whose predictor runs as it."""
+        account = key_of(body)
+        with self._guard:
+            known = self._service_accounts.get(account)
+            if event_type == "DELETED":
+                self._service_accounts[account] = None
+            elif known is not None and (_older(known, body) or known["metadata"].get("resourceVersion")
+                                        == body["metadata"].get("resourceVersion")):
+                return
+            else:
+                self._service_accounts[account] = body
+            users = [key for key, isvc in self._isvcs.items()
+                     if key[0] == account[0] and service_account_name(isvc) == account[1]]
+        for key in users:
+            self.reconcile(key)
 
     def config_changed(self, config_map: dict[str, Any] | None) -> None:
         config = parse_config(None if config_map is None else (config_map.get("data") or {}))
@@ -116,12 +176,22 @@ class Controller:
         namespace, name = key
         ksvc_name = predictor_service_name(name)
         self._warn_config_problems(isvc)
+        live = self._ksvcs.get((namespace, ksvc_name))
+        old_status = isvc.get("status") or {}
+        rollout = rolled_out(old_status, live)
         render_error = None
         try:
-            desired = render_knative_service(isvc, self.config)
+            credentials = self._storage_credentials(namespace, isvc)
+            desired = render_knative_service(isvc, self.config, live=live, credentials=credentials,
+                                             rollout=rollout)
         except RenderError as exc:
             desired, render_error = None, str(exc)
-        live = self._ksvcs.get((namespace, ksvc_name))
+        status_written = False
+        if rollout != stored_rollout(old_status):
+            # A promotion is persisted before any traffic that names the new rolled-out revision.
+            status = self._status(isvc, live, render_error, rollout)[0]
+            self._write_status(key, isvc, old_status, status, render_error)
+            old_status, status_written = status, True
         applied = desired is not None and not self._already_applied(key, desired, live)
         if applied:
             before = None if live is None else live["metadata"].get("resourceVersion")
@@ -132,20 +202,109 @@ class Controller:
                 self._applied[key] = (desired, live["metadata"].get("generation"))
         elif desired is None and live is None:
             live = self.kube.get_knative_service(namespace, ksvc_name)
-        old_status = isvc.get("status") or {}
-        status = propagate_status(isvc, live, now(), render_error=render_error)
-        status_written = status != old_status
-        if status_written:
-            written = self.kube.apply_status(namespace, name, status)
-            with self._guard:
-                if key in self._isvcs:
-                    self._isvcs[key] = {**self._isvcs[key], "status": written.get("status", status)}
-            self._post_transitions(isvc, old_status, status, render_error)
-        if applied or status_written:
-            self.logger.info("reconciled %s/%s: ksvc %s, status %s", namespace, name,
-                             _written(applied), _written(status_written))
+        status, ingress_written = self._status(isvc, live, render_error, rollout, reconcile_ingress=True)
+        if status != old_status:
+            self._write_status(key, isvc, old_status, status, render_error)
+            status_written = True
+        if applied or status_written or ingress_written:
+            self.logger.info("reconciled %s/%s: ksvc %s, virtualservice %s, status %s", namespace, name,
+                             _written(applied), _written(ingress_written), _written(status_written))
         else:
             self.logger.debug("reconciled %s/%s: no changes", namespace, name)
+
+    def _write_status(self, key: Key, isvc: dict[str, Any], old: dict[str, Any], status: dict[str, Any],
+                      render_error: str | None) -> None:
+        written = self.kube.apply_status(key[0], key[1], status)
+        with self._guard:
+            if key in self._isvcs:
+                if (written.get("metadata") or {}).get("resourceVersion"):
+                    self._isvcs[key] = written
+                else:
+                    self._isvcs[key] = {**self._isvcs[key], "status": written.get("status", status)}
+        self._post_transitions(isvc, old, status, render_error)
+
+    def _status(self, isvc: dict[str, Any], live: dict[str, Any] | None, render_error: str | None,
+                rollout: Rollout, reconcile_ingress: bool = False) -> tuple[dict[str, Any], bool]:
+        """The isvc's status; with `reconcile_ingress`, the VirtualService is brought in line first."""
+        if self.config.ingress.mode != "istio":
+            written = self._remove_virtual_service(isvc) if reconcile_ingress else False
+            return propagate_status(isvc, live, now(), render_error=render_error, rollout=rollout), written
+        predictor = predictor_condition(live, render_error)
+        written, present, ingress_error = False, key_of(isvc) in self._virtual_services, None
+        if reconcile_ingress:
+            try:
+                written, present = self._apply_virtual_service(isvc, live, predictor["status"] == "True")
+            except RenderError as exc:
+                ingress_error = str(exc)
+        metadata = isvc["metadata"]
+        host = external_host(metadata["name"], metadata["namespace"], self.config.ingress.domain)
+        ingress = ingress_condition(predictor, present, host)
+        if ingress_error is not None:
+            ingress = {"type": "IngressReady", "status": "False", "reason": "RenderFailed",
+                       "message": ingress_error}
+        urls = ingress_urls(isvc, self.config) if present else None
+        status = propagate_status(isvc, live, now(), render_error=render_error, ingress=ingress,
+                                  ingress_urls=urls, rollout=rollout)
+        return status, written
+
+    def _apply_virtual_service(self, isvc: dict[str, Any], ksvc: dict[str, Any] | None,
+                               predictor_ready: bool) -> tuple[bool, bool]:
+        """Create the VirtualService once the predictor is ready; keep it as desired afterwards.
+
+        Returns (written, present)."""
+        key = key_of(isvc)
+        live = self._virtual_services.get(key)
+        if live is None and not predictor_ready:
+            return False, False
+        desired = render_virtual_service(isvc, self.config, ksvc)
+        applied = self._vs_applied.get(key)
+        if live is not None and applied is not None and applied[0] == desired and \
+                applied[1] == live["metadata"].get("generation"):
+            return False, True
+        before = None if live is None else live["metadata"].get("resourceVersion")
+        live = self.kube.apply_virtual_service(desired)
+        with self._guard:
+            self._virtual_services[key] = live
+            self._vs_applied[key] = (desired, live["metadata"].get("generation"))
+        return live["metadata"].get("resourceVersion") != before, True
+
+    def _remove_virtual_service(self, isvc: dict[str, Any]) -> bool:
+        """Ingress mode `none`: the isvc's own VirtualService goes away."""
+        key = key_of(isvc)
+        live = self._virtual_services.get(key)
+        if live is None or not _owned_by(live, isvc):
+            return False
+        self.kube.delete_virtual_service(*key)
+        with self._guard:
+            self._virtual_services.pop(key, None)
+            self._vs_applied.pop(key, None)
+        return True
+
+    def _storage_credentials(self, namespace: str, isvc: dict[str, Any]) -> StorageCredentials:
+        """From the predictor's ServiceAccount: what its Secrets' key names and annotations call for.
+
+        Secrets are read (`get`, by the names the ServiceAccount lists) when the ServiceAccount is first
+        seen or changes; only their key names and S3 annotations are kept."""
+        account = (namespace, service_account_name(isvc))
+        if account not in self._service_accounts:
+            found = self.kube.get_service_account(*account)
+            with self._guard:
+                self._service_accounts.setdefault(account, found)
+        service_account = self._service_accounts.get(account)
+        if service_account is None:
+            return StorageCredentials()
+        version = service_account["metadata"].get("resourceVersion")
+        cached = self._secret_summaries.get(account)
+        if cached is None or cached[0] != version:
+            summaries = []
+            for secret_name in referenced_secrets(service_account):
+                summary = self.kube.secret_summary(namespace, secret_name)
+                if summary is not None:
+                    summaries.append(summary)
+            cached = (version, tuple(summaries))
+            with self._guard:
+                self._secret_summaries[account] = cached
+        return storage_credentials(list(cached[1]))
 
     def _already_applied(self, key: Key, desired: dict[str, Any], live: dict[str, Any] | None) -> bool:
         if live is None:

@@ -14,6 +14,7 @@ import kopf
 
 from .config import DEFAULT_NAMESPACE
 from .controller import Controller
+from .ingress import ISTIO_GROUP, ISTIO_PLURAL, ISTIO_VERSION
 from .kube import Kube, api_client
 from .naming import GROUP, ISVC_LABEL, KNATIVE_GROUP, KNATIVE_PLURAL, KNATIVE_VERSION, PLURAL, VERSION
 
@@ -41,6 +42,8 @@ def start_controller(settings: kopf.OperatorSettings, logger: logging.Logger, **
     operator_logger.setLevel(os.environ.get(LOG_LEVEL_ENV, "INFO").upper())
     if operator_logger.level > logging.DEBUG:  # kopf logs every handled watch event at INFO
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    # The API client logs response bodies at DEBUG, and the operator reads Secrets: never at DEBUG.
+    logging.getLogger("kubernetes.client.rest").setLevel(logging.INFO)
     _controller = Controller(Kube(api_client()), namespace, operator_logger)
     _controller.start()
     logger.info("watching ConfigMap %s/inferenceservice-config", namespace)
@@ -60,6 +63,17 @@ def reconcile_predictor(event: dict[str, Any], body: kopf.Body, **_: Any) -> Non
 @kopf.on.event(KNATIVE_GROUP, KNATIVE_VERSION, KNATIVE_PLURAL, labels={ISVC_LABEL: kopf.PRESENT})
 def on_ksvc_status(event: dict[str, Any], body: kopf.Body, **_: Any) -> None:
     controller().ksvc_event(event.get("type"), _plain(body))
+
+
+@kopf.on.event(ISTIO_GROUP, ISTIO_VERSION, ISTIO_PLURAL, labels={ISVC_LABEL: kopf.PRESENT})
+def on_virtual_service(event: dict[str, Any], body: kopf.Body, **_: Any) -> None:
+    controller().virtual_service_event(event.get("type"), _plain(body))
+
+
+@kopf.on.event("", "v1", "serviceaccounts")
+def on_service_account(event: dict[str, Any], body: kopf.Body, **_: Any) -> None:
+    """Only the names of the Secrets it lists matter (storage credentials of the predictors running as it)."""
+    controller().service_account_event(event.get("type"), _plain(body))
 
 
 def _plain(body: kopf.Body) -> dict[str, Any]:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import datetime
+import json
 import os
 from typing import Any
 
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
+from .credentials import SecretSummary, summarize_secret
+from .ingress import ISTIO_GROUP, ISTIO_PLURAL, ISTIO_VERSION
 from .naming import (
     FIELD_MANAGER,
     GROUP,
@@ -73,6 +76,51 @@ class Kube:
             field_manager=FIELD_MANAGER, force=True, _content_type=APPLY,
         )
         return written or {"status": status}
+
+    def apply_virtual_service(self, virtual_service: dict[str, Any]) -> dict[str, Any]:
+        metadata = virtual_service["metadata"]
+        applied = self.custom.patch_namespaced_custom_object(
+            ISTIO_GROUP, ISTIO_VERSION, metadata["namespace"], ISTIO_PLURAL, metadata["name"],
+            virtual_service,
+            field_manager=FIELD_MANAGER, force=True, _content_type=APPLY,
+        )
+        if applied is None:  # 201 from an apply that created it
+            applied = self.custom.get_namespaced_custom_object(
+                ISTIO_GROUP, ISTIO_VERSION, metadata["namespace"], ISTIO_PLURAL, metadata["name"])
+        return applied
+
+    def delete_virtual_service(self, namespace: str, name: str) -> None:
+        try:
+            self.custom.delete_namespaced_custom_object(
+                ISTIO_GROUP, ISTIO_VERSION, namespace, ISTIO_PLURAL, name)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def get_service_account(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            response = self.core.read_namespaced_service_account(name, namespace, _preload_content=False)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        try:
+            return json.loads(response.data)  # the API's own field names, as the watch delivers them
+        finally:
+            response.release_conn()
+
+    def secret_summary(self, namespace: str, name: str) -> SecretSummary | None:
+        """A Secret's key names and S3 annotations (`get` by name; the values are dropped right here)."""
+        try:
+            response = self.core.read_namespaced_secret(name, namespace, _preload_content=False)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        try:
+            return summarize_secret(json.loads(response.data))
+        finally:
+            response.release_conn()
 
     def read_config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:

@@ -15,9 +15,10 @@ import jinja2
 import yaml
 
 from .config import OperatorConfig
+from .credentials import StorageCredentials
 from .naming import predictor_labels, predictor_service_name
 from .quantity import parse_quantity
-from .traffic import desired_traffic
+from .traffic import TAG_ROUTING_ANNOTATION, TEMPLATE_HASH_ANNOTATION, Rollout, desired_traffic, template_hash
 
 TEMPLATES_ENV = "ISVC_TEMPLATES_DIR"
 KNATIVE_SERVICE_TEMPLATE = "knative-service.yaml.j2"
@@ -36,6 +37,8 @@ AUTOSCALING_CLASS = "autoscaling.knative.dev/class"
 KPA = "kpa.knative.dev"
 # Annotations that describe the isvc object itself, not the revision: never copied.
 _NOT_COPIED_PREFIXES = ("kubectl.kubernetes.io/", "kopf.zalando.org/")
+# Replaced by the predictor spec, or about routing rather than the revision (a toggle must not create one).
+_NOT_COPIED = (MIN_SCALE, MAX_SCALE, TAG_ROUTING_ANNOTATION)
 
 
 class RenderError(ValueError):
@@ -104,7 +107,7 @@ def revision_annotations(isvc: dict[str, Any]) -> dict[str, str]:
     annotations = {
         key: value
         for key, value in given.items()
-        if key not in (MIN_SCALE, MAX_SCALE) and not key.startswith(_NOT_COPIED_PREFIXES)
+        if key not in _NOT_COPIED and not key.startswith(_NOT_COPIED_PREFIXES)
     }
     annotations.setdefault(AUTOSCALING_CLASS, KPA)
     min_replicas = predictor.get("minReplicas")
@@ -129,8 +132,11 @@ def storage_source(storage_uri: str) -> tuple[str, dict[str, Any] | None]:
     return source, volume
 
 
-def knative_service_context(isvc: dict[str, Any], config: OperatorConfig) -> dict[str, Any]:
-    """Every value the ksvc template needs, decided from the isvc and the operator's config."""
+def knative_service_context(
+    isvc: dict[str, Any], config: OperatorConfig, credentials: StorageCredentials | None = None
+) -> dict[str, Any]:
+    """Every value the ksvc template needs, decided from the isvc, the operator's config and the storage
+    credentials of the predictor's ServiceAccount (for the storage-initializer only)."""
     metadata = isvc["metadata"]
     name = metadata["name"]
     predictor = isvc["spec"]["predictor"]
@@ -154,6 +160,9 @@ def knative_service_context(isvc: dict[str, Any], config: OperatorConfig) -> dic
     if pvc_volume is not None:
         init_mounts.append({"name": PVC_VOLUME, "mountPath": PVC_MOUNT, "readOnly": True})
         volumes.append(pvc_volume)
+    credentials = credentials or StorageCredentials()
+    init_mounts.extend(credentials.volume_mounts)
+    volumes.extend(credentials.volumes)
     initializer = config.storage_initializer
     labels = predictor_labels(name, metadata.get("labels"))
     return {
@@ -176,6 +185,7 @@ def knative_service_context(isvc: dict[str, Any], config: OperatorConfig) -> dic
                 "limits": {"cpu": initializer.cpu_limit, "memory": initializer.memory_limit},
             },
             "volume_mounts": init_mounts,
+            "env": list(credentials.env),
         },
         "container": {
             "image": predictor_image(pytorch, config),
@@ -191,21 +201,46 @@ def knative_service_context(isvc: dict[str, Any], config: OperatorConfig) -> dic
             "resources": container_resources(pytorch.get("resources")),
         },
         "volumes": volumes,
-        "traffic": desired_traffic(isvc),
     }
 
 
-def render_knative_service(
-    isvc: dict[str, Any], config: OperatorConfig, template_directory: Path | None = None
+def render_template(
+    name: str, context: dict[str, Any], template_directory: Path | None = None
 ) -> dict[str, Any]:
-    """The predictor's Knative Service (a dict ready for server-side apply)."""
-    context = knative_service_context(isvc, config)
+    """One of templates/ rendered with `context` and parsed (every value went through `| tojson`)."""
     environment = _environment(str(template_directory or templates_dir()))
     try:
-        text = environment.get_template(KNATIVE_SERVICE_TEMPLATE).render(context)
+        text = environment.get_template(name).render(context)
         rendered = yaml.safe_load(text)
     except (jinja2.TemplateError, yaml.YAMLError) as exc:
-        raise RenderError(f"template {KNATIVE_SERVICE_TEMPLATE} failed: {exc}") from exc
+        raise RenderError(f"template {name} failed: {exc}") from exc
     if not isinstance(rendered, dict):
-        raise RenderError(f"template {KNATIVE_SERVICE_TEMPLATE} did not produce an object")
+        raise RenderError(f"template {name} did not produce an object")
+    return rendered
+
+
+def render_knative_service(
+    isvc: dict[str, Any],
+    config: OperatorConfig,
+    template_directory: Path | None = None,
+    *,
+    live: dict[str, Any] | None = None,
+    credentials: StorageCredentials | None = None,
+    rollout: Rollout | None = None,
+) -> dict[str, Any]:
+    """The predictor's Knative Service (a dict ready for server-side apply).
+
+    The template lays out everything but the traffic, which depends on the revision template itself:
+    its hash goes into the `serving.kubeflow.org/predictor-template-hash` annotation and, with the live
+    ksvc (`live`) and the rolled-out revisions, decides `spec.traffic` (see traffic.py).
+    """
+    context = knative_service_context(isvc, config, credentials)
+    rendered = render_template(KNATIVE_SERVICE_TEMPLATE, context, template_directory)
+    spec = rendered.get("spec")
+    if not isinstance(spec, dict) or not isinstance(spec.get("template"), dict):
+        raise RenderError(f"template {KNATIVE_SERVICE_TEMPLATE} did not produce spec.template")
+    digest = template_hash(spec["template"])
+    metadata = rendered.setdefault("metadata", {})
+    metadata["annotations"] = {**(metadata.get("annotations") or {}), TEMPLATE_HASH_ANNOTATION: digest}
+    spec["traffic"] = desired_traffic(isvc, live, digest, rollout)
     return rendered

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .traffic import Rollout, rolled_out
+
 PREDICTOR_READY = "PredictorReady"
 INGRESS_READY = "IngressReady"
 READY = "Ready"
@@ -88,9 +90,15 @@ def _with_transition_times(
     return stamped
 
 
-def predictor_component(ksvc: dict[str, Any] | None) -> dict[str, Any]:
+def predictor_component(ksvc: dict[str, Any] | None, rollout: Rollout | None = None) -> dict[str, Any]:
+    """`components.predictor`: the ksvc's URLs, revisions and traffic (a mirror of what Knative routes),
+    plus the rolled-out revisions, which are carried over and only ever advanced by a promotion."""
     status = (ksvc or {}).get("status") or {}
     component: dict[str, Any] = {}
+    if rollout is not None and rollout.latest:
+        component["latestRolledoutRevision"] = rollout.latest
+    if rollout is not None and rollout.previous:
+        component["previousRolledoutRevision"] = rollout.previous
     if status.get("url"):
         component["url"] = status["url"]
     if (status.get("address") or {}).get("url"):
@@ -110,9 +118,18 @@ def propagate_status(
     *,
     render_error: str | None = None,
     ingress: dict[str, str] | None = None,
+    ingress_urls: tuple[str, str] | None = None,
+    rollout: Rollout | None = None,
 ) -> dict[str, Any]:
-    """The isvc's full status from its ksvc (None: not created yet); `now` stamps new transitions."""
+    """The isvc's full status from its ksvc (None: not created yet); `now` stamps new transitions.
+
+    `ingress` is the IngressReady condition of an ingress the operator owns (mode `istio`); then the
+    URLs are `ingress_urls` (the top-level host) once it routes, and absent before. Without `ingress`
+    the URLs are the ksvc's. `rollout` defaults to `rolled_out` of the stored status and the ksvc.
+    """
     previous = isvc.get("status") or {}
+    if rollout is None:
+        rollout = rolled_out(previous, ksvc)
     predictor = predictor_condition(ksvc, render_error)
     ingress_ready = ingress_condition(predictor, ingress)
     conditions = [ingress_ready, predictor, ready_condition([predictor, ingress_ready])]
@@ -121,9 +138,13 @@ def propagate_status(
         "observedGeneration": isvc["metadata"].get("generation", 0),
         "conditions": _with_transition_times(conditions, previous.get("conditions") or [], now),
     }
-    component = predictor_component(ksvc)
+    component = predictor_component(ksvc, rollout)
     if component:
         status["components"] = {"predictor": component}
+    if ingress is not None:
+        if ingress_urls is not None:
+            status["url"], status["address"] = ingress_urls[0], {"url": ingress_urls[1]}
+        return status
     if component.get("url"):
         status["url"] = component["url"]
     if component.get("address"):

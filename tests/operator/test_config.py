@@ -17,7 +17,7 @@ def test_defaults_are_the_documented_images() -> None:
     assert config.pytorch.default_image_version == "0.1.0"
     assert config.pytorch.default_gpu_image_version == "0.1.0-gpu"
     assert config.storage_initializer.image == "torch-isvc/storage-initializer:0.1.0"
-    assert config.ingress.mode == "none" and config.ingress.domain == "example.com"
+    assert config.ingress.mode == "istio" and config.ingress.domain == "example.com"
     assert config.problems == ()
 
 
@@ -47,11 +47,11 @@ def test_wrong_types_and_unknown_mode_are_reported_per_field() -> None:
     })
     assert config.pytorch.image == "torch-isvc/runtime"
     assert config.pytorch.default_image_version == "2"
-    assert config.ingress.mode == "none"
+    assert config.ingress.mode == "istio"
     assert config.problems == (
         "data.predictors.pytorch.image must be a non-empty string; using the default 'torch-isvc/runtime'",
         "data.storageInitializer must be a JSON object; using the defaults",
-        "data.ingress.mode must be one of istio, none; using 'none'",
+        "data.ingress.mode must be one of istio, none; using 'istio'",
     )
 
 

@@ -43,6 +43,7 @@ def test_ready_ksvc_makes_the_isvc_ready_with_its_urls(torchserve) -> None:
     assert status["url"] == "http://torchserve-predictor-default.kfserving-test.example.com"
     assert status["address"] == {"url": "http://torchserve-predictor-default.kfserving-test.svc.cluster.local"}
     assert status["components"]["predictor"] == {
+        "latestRolledoutRevision": "torchserve-predictor-default-00001",
         "url": "http://torchserve-predictor-default.kfserving-test.example.com",
         "address": {"url": "http://torchserve-predictor-default.kfserving-test.svc.cluster.local"},
         "latestCreatedRevision": "torchserve-predictor-default-00001",
@@ -135,3 +136,25 @@ def test_unchanged_readiness_posts_nothing(torchserve) -> None:
     status = propagate_status(torchserve, ksvc("True"), T0)
     assert ready_transition(status, status) is None
     assert ready_transition(None, propagate_status(torchserve, None, T0)) is None
+
+
+def test_istio_urls_are_the_top_level_host_once_the_virtualservice_exists(torchserve) -> None:
+    routed = {"type": "IngressReady", "status": "True"}
+    urls = ("http://torchserve.kfserving-test.example.com", "http://torchserve.kfserving-test.svc.cluster.local")
+    status = propagate_status(torchserve, ksvc(), T0, ingress=routed, ingress_urls=urls)
+    assert status["url"] == "http://torchserve.kfserving-test.example.com"
+    assert status["address"] == {"url": "http://torchserve.kfserving-test.svc.cluster.local"}
+    assert status["components"]["predictor"]["url"].startswith("http://torchserve-predictor-default.")
+    pending = {"type": "IngressReady", "status": "Unknown", "reason": "VirtualServicePending"}
+    before = propagate_status(torchserve, ksvc(), T0, ingress=pending)
+    assert "url" not in before and "address" not in before
+
+
+def test_rolled_out_revisions_survive_a_missing_or_stale_ksvc(torchserve) -> None:
+    torchserve["status"] = {"components": {"predictor": {
+        "latestRolledoutRevision": "torchserve-predictor-default-00002",
+        "previousRolledoutRevision": "torchserve-predictor-default-00001"}}}
+    for live in (None, ksvc("Unknown"), ksvc("True", generation=3, observed=2)):
+        component = propagate_status(torchserve, live, T0)["components"]["predictor"]
+        assert component["latestRolledoutRevision"] == "torchserve-predictor-default-00002"
+        assert component["previousRolledoutRevision"] == "torchserve-predictor-default-00001"
