@@ -24,18 +24,30 @@ def _always_ready(ksvc: dict[str, Any], revision: str) -> bool:
 
 
 class KnativeStandin:
-    """Watches every Knative Service and writes the status Knative would, for revisions it invents."""
+    """Watches every Knative Service and writes the status Knative would, for revisions it invents.
+
+    `revision_ready(ksvc, revision)` decides whether a new revision can become ready at all (a False
+    revision stays not ready, like one whose pods crash); `readiness_delay` is how long a new revision
+    takes to become ready (0: at once). Like Knative, `latestRevision` targets resolve to the latest
+    *ready* revision, and a traffic block that names a revision which is not ready is not routed: the
+    previous routing stays and RoutesReady is False. Every routing written is kept in `routings`
+    ("namespace/name", traffic, the revisions ready then) so tests can check every state traffic went through.
+    """
 
     def __init__(self, kubeconfig: Path, domain: str = "example.com",
-                 revision_ready: RevisionReady = _always_ready) -> None:
+                 revision_ready: RevisionReady = _always_ready, readiness_delay: float = 0.0) -> None:
         configuration = kubernetes.client.Configuration()
         kubernetes.config.load_kube_config(str(kubeconfig), client_configuration=configuration)
         self.api = kubernetes.client.CustomObjectsApi(kubernetes.client.ApiClient(configuration))
         self.domain = domain
         self.revision_ready = revision_ready
+        self.readiness_delay = readiness_delay
         self.revisions: dict[str, list[tuple[str, str]]] = {}  # ksvc uid -> [(revision, template json)]
         self.ready_revisions: dict[str, set[str]] = {}
+        self.routings: list[tuple[str, list[dict[str, Any]], frozenset[str]]] = []
+        self._lock = threading.RLock()
         self._stop = threading.Event()
+        self._timers: list[threading.Timer] = []
         self._thread = threading.Thread(target=self._run, name="knative-standin", daemon=True)
 
     def start(self) -> KnativeStandin:
@@ -44,6 +56,8 @@ class KnativeStandin:
 
     def stop(self) -> None:
         self._stop.set()
+        for timer in self._timers:
+            timer.cancel()
         self._thread.join(timeout=15)
 
     def _run(self) -> None:
@@ -65,10 +79,15 @@ class KnativeStandin:
                     log.warning("knative stand-in: %s", exc)
                     self._stop.wait(0.5)
 
-    def observe(self, ksvc: dict[str, Any]) -> None:
+    def observe(self, ksvc: dict[str, Any], force: bool = False) -> None:
+        """Knative's reaction to a ksvc: a revision per template change, readiness, routing, status."""
+        with self._lock:
+            self._observe(ksvc, force)
+
+    def _observe(self, ksvc: dict[str, Any], force: bool) -> None:
         metadata = ksvc["metadata"]
         status = ksvc.get("status") or {}
-        if status.get("observedGeneration") == metadata.get("generation"):
+        if status.get("observedGeneration") == metadata.get("generation") and not force:
             return
         name, namespace, uid = metadata["name"], metadata["namespace"], metadata["uid"]
         template = json.dumps(ksvc.get("spec", {}).get("template", {}), sort_keys=True)
@@ -77,17 +96,31 @@ class KnativeStandin:
         ready = self.ready_revisions.setdefault(uid, known_ready)
         if not history or history[-1][1] != template:
             history.append((f"{name}-{len(history) + 1:05d}", template))
+            if self.revision_ready(ksvc, history[-1][0]):
+                if self.readiness_delay > 0:
+                    self._ready_later(namespace, name, uid, history[-1][0])
+                else:
+                    ready.add(history[-1][0])
         latest = history[-1][0]
-        if self.revision_ready(ksvc, latest):
-            ready.add(latest)
         latest_ready = next((rev for rev, _ in reversed(history) if rev in ready), None)
-        is_ready = latest in ready
-        condition = {"status": "True"} if is_ready else {
-            "status": "Unknown", "reason": "RevisionMissing",
-            "message": f"Configuration {name!r} is waiting for a Revision to become ready."}
+        configuration_ready = latest in ready
+        traffic, routes_ready = self._traffic(ksvc, latest_ready, ready, status.get("traffic"))
+
+        def condition(ok: bool, reason: str, message: str) -> dict[str, str]:
+            return {"status": "True"} if ok else {"status": "Unknown", "reason": reason, "message": message}
+
+        waiting = f"Configuration {name!r} is waiting for a Revision to become ready."
+        not_routed = "A traffic target names a Revision that is not ready."
+        conditions = {
+            "ConfigurationsReady": condition(configuration_ready, "RevisionMissing", waiting),
+            "RoutesReady": condition(routes_ready, "RevisionMissing", not_routed),
+        }
+        ready_condition = conditions["ConfigurationsReady"] if not configuration_ready else \
+            conditions["RoutesReady"]
+        conditions["Ready"] = ready_condition
         new_status: dict[str, Any] = {
             "observedGeneration": metadata.get("generation"),
-            "conditions": [{"type": kind, **condition}
+            "conditions": [{"type": kind, **conditions[kind]}
                            for kind in ("ConfigurationsReady", "Ready", "RoutesReady")],
             "latestCreatedRevisionName": latest,
             "url": f"http://{name}.{namespace}.{self.domain}",
@@ -95,13 +128,35 @@ class KnativeStandin:
         }
         if latest_ready:
             new_status["latestReadyRevisionName"] = latest_ready
-            new_status["traffic"] = self._traffic(ksvc, latest_ready)
+        if traffic:
+            new_status["traffic"] = traffic
         try:
             self.api.patch_namespaced_custom_object_status(
                 GROUP, VERSION, namespace, PLURAL, name, {"status": new_status}, _content_type=MERGE_PATCH)
         except ApiException as exc:
             if exc.status != 404:
                 raise
+            return
+        if traffic and traffic != status.get("traffic"):
+            self.routings.append((f"{namespace}/{name}", traffic, frozenset(ready)))
+
+    def _ready_later(self, namespace: str, name: str, uid: str, revision: str) -> None:
+        def become_ready() -> None:
+            if self._stop.is_set():
+                return
+            with self._lock:
+                self.ready_revisions.setdefault(uid, set()).add(revision)
+                try:
+                    current = self.api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+                except ApiException:
+                    return
+                if current["metadata"]["uid"] == uid:
+                    self._observe(current, force=True)
+
+        timer = threading.Timer(self.readiness_delay, become_ready)
+        timer.daemon = True
+        self._timers.append(timer)
+        timer.start()
 
     @staticmethod
     def _known_revisions(status: dict[str, Any]) -> list[tuple[str, str]]:
@@ -112,15 +167,20 @@ class KnativeStandin:
         return [(f"{latest.rsplit('-', 1)[0]}-{n:05d}", "") for n in range(1, count + 1)]
 
     @staticmethod
-    def _traffic(ksvc: dict[str, Any], latest_ready: str) -> list[dict[str, Any]]:
+    def _traffic(ksvc: dict[str, Any], latest_ready: str | None, ready: set[str],
+                 routed: list[dict[str, Any]] | None) -> tuple[list[dict[str, Any]], bool]:
+        """The routing of spec.traffic, or the previous one while a target cannot be routed yet."""
+        if latest_ready is None:
+            return [], False
         targets = ksvc.get("spec", {}).get("traffic") or [{"latestRevision": True, "percent": 100}]
         resolved = []
         for target in targets:
             latest = bool(target.get("latestRevision"))
-            entry = {"latestRevision": latest,
-                     "revisionName": latest_ready if latest else target.get("revisionName"),
-                     "percent": target.get("percent", 0)}
+            revision = latest_ready if latest else target.get("revisionName")
+            if revision not in ready:
+                return list(routed or []), False
+            entry = {"latestRevision": latest, "revisionName": revision, "percent": target.get("percent", 0)}
             if target.get("tag"):
                 entry["tag"] = target["tag"]
             resolved.append(entry)
-        return resolved
+        return resolved, True

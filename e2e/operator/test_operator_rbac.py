@@ -11,6 +11,7 @@ AS = f"--as=system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_ACCOUNT}"
 OWN = f"--namespace={OPERATOR_NAMESPACE}"
 ISVC = "inferenceservices.serving.kubeflow.org"
 KSVC = "services.serving.knative.dev"
+VS = "virtualservices.networking.istio.io"
 
 ALLOWED = [
     ("watch", ISVC, "-A"),
@@ -21,10 +22,24 @@ ALLOWED = [
     ("create", "events", "-A"),
     ("watch", "configmaps/inferenceservice-config", OWN),
     ("get", "configmaps/inferenceservice-config", OWN),
+    ("create", VS, "-A"),
+    ("patch", VS, "-A"),
+    ("delete", VS, "-A"),
+    ("watch", VS, "-A"),
+    ("watch", "serviceaccounts", "-A"),
+    ("get", "serviceaccounts", "-A"),
+    ("get", "secrets", "-A"),  # by name, for key names and annotations: see deploy/operator.yaml
 ]
 DENIED = [
-    ("get", "secrets", "-A"),
+    ("list", "secrets", "-A"),
+    ("watch", "secrets", "-A"),
     ("create", "secrets", "-A"),
+    ("update", "secrets", "-A"),
+    ("patch", "secrets", "-A"),
+    ("delete", "secrets", "-A"),
+    ("create", "serviceaccounts", "-A"),
+    ("patch", "serviceaccounts", "-A"),
+    ("create", "serviceaccounts/token", "-A"),
     ("patch", ISVC, "-A"),
     ("update", ISVC, "-A"),
     ("delete", ISVC, "-A"),

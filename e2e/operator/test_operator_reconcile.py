@@ -77,10 +77,11 @@ def test_isvc_becomes_ready_with_its_url_when_knative_reports_ready(
 ) -> None:
     apply_sample("torchserve")
     isvc = wait_for(lambda: ready_isvc(kubectl, namespace), what="READY True")
-    url = f"http://{KSVC}.{namespace}.example.com"
+    url = f"http://torchserve.{namespace}.example.com"  # ingress mode istio: the top-level host
     status = isvc["status"]
     assert status["url"] == url
-    assert status["address"] == {"url": f"http://{KSVC}.{namespace}.svc.cluster.local"}
+    assert status["address"] == {"url": f"http://torchserve.{namespace}.svc.cluster.local"}
+    assert status["components"]["predictor"]["url"] == f"http://{KSVC}.{namespace}.example.com"
     assert status["observedGeneration"] == isvc["metadata"]["generation"]
     assert status["components"]["predictor"]["latestReadyRevision"] == f"{KSVC}-00001"
     assert {c["type"]: c["status"] for c in status["conditions"]} == {
