@@ -283,3 +283,10 @@ def test_archives_with_same_named_handler_files_each_run_their_own(server: Runti
 def test_a_status_set_by_the_handler_through_the_context_is_the_answer(server: RuntimeProcess) -> None:
     response = server.client.post("/v1/models/same_b:predict", json={"instances": ["reject"]})
     assert response.status_code == 422 and response.json() == {"error": "B refuses this row"}
+
+
+def test_sequential_requests_to_a_batching_model_each_answer_after_the_delay(server: RuntimeProcess) -> None:
+    for value in range(5):
+        response = server.client.post("/v1/models/batcher:predict", json={"instances": [[value]]}, timeout=5)
+        assert response.status_code == 200
+        assert response.json() == {"predictions": [{"value": 2.0 * value, "batch_rows": 1}]}

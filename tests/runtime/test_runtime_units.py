@@ -256,3 +256,26 @@ def test_archives_sharing_a_model_name_are_told_apart_by_file_name() -> None:
         (None, None, "x"),
     ]
     assert unique_names(candidates) == ["mnist", "mnist_copy", "canary", "x"]
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_batcher_answers_sequential_requests_that_each_wait_out_the_delay(loop: str) -> None:
+    """One request at a time, so every batch ends by its timer (which an event loop may fire a clock
+    tick early; uvloop, the server's loop, keeps a millisecond clock): none may be left waiting."""
+    import uvloop
+
+    async def run_batch(batch: list[Pending]) -> None:
+        for pending in batch:
+            pending.future.set_result(list(pending.rows))
+
+    async def scenario() -> int:
+        batcher = Batcher(run_batch, max_rows=8, max_delay=0.001)
+        answered = 0
+        for value in range(300):
+            assert await asyncio.wait_for(batcher.submit([value], {}, "id"), 2) == [value]
+            answered += 1
+        await batcher.stop()
+        return answered
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop if loop == "uvloop" else None) as runner:
+        assert runner.run(scenario()) == 300

@@ -113,16 +113,20 @@ class Batcher:
         deadline = self._queue[0].enqueued + self.max_delay
         if loop.time() >= deadline:
             return
-        timer = loop.call_at(deadline, self._wakeup.set)
+        expired = False
+
+        def expire() -> None:
+            # A flag, not a clock comparison: asyncio may run a timer a clock tick before its time.
+            nonlocal expired
+            expired = True
+            wakeup.set()
+
+        wakeup = self._wakeup
+        timer = loop.call_at(deadline, expire)
         try:
-            while (
-                self._queue
-                and self._rows < self.max_rows
-                and not self._queue[0].exclusive
-                and loop.time() < deadline
-            ):
-                self._wakeup.clear()
-                await self._wakeup.wait()
+            while self._queue and self._rows < self.max_rows and not self._queue[0].exclusive and not expired:
+                wakeup.clear()
+                await wakeup.wait()
         finally:
             timer.cancel()
 
