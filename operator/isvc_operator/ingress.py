@@ -39,6 +39,11 @@ def predictor_host(isvc: dict[str, Any], ksvc: dict[str, Any] | None) -> str:
     return host or internal_host(predictor_service_name(metadata["name"]), metadata["namespace"])
 
 
+def _quote(text: str) -> str:
+    """Escape RE2 metacharacters (not '-', which needs no escape outside a class)."""
+    return re.sub(r"([\\.^$*+?()\[\]{}|])", r"\\\1", text)
+
+
 def _authority(host_pattern: str) -> str:
     """An anchored RE2 pattern for an authority (host, optional port)."""
     return f"^{host_pattern}(:\\d+)?$"
@@ -50,7 +55,7 @@ def virtual_service_context(isvc: dict[str, Any], config: OperatorConfig,
     name, namespace = metadata["name"], metadata["namespace"]
     ingress = config.ingress
     external = external_host(name, namespace, ingress.domain)
-    local_short = re.escape(f"{name}.{namespace}")
+    local_short = _quote(f"{name}.{namespace}")
     return {
         "name": name,
         "namespace": namespace,
@@ -60,7 +65,7 @@ def virtual_service_context(isvc: dict[str, Any], config: OperatorConfig,
         "gateways": [ingress.ingress_gateway, ingress.local_gateway],
         "ingress_gateway": ingress.ingress_gateway,
         "local_gateway": ingress.local_gateway,
-        "external_authority": _authority(re.escape(external)),
+        "external_authority": _authority(_quote(external)),
         "internal_authority": _authority(f"{local_short}(\\.svc(\\.cluster\\.local)?)?"),
         "local_gateway_service": ingress.local_gateway_service,
         "predictor_host": predictor_host(isvc, ksvc),
