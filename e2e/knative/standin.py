@@ -94,17 +94,19 @@ class KnativeStandin:
         history = self.revisions.setdefault(uid, self._known_revisions(status))
         known_ready = {status["latestReadyRevisionName"]} if status.get("latestReadyRevisionName") else set()
         ready = self.ready_revisions.setdefault(uid, known_ready)
-        if not history or history[-1][1] != template:
+        created = not history or history[-1][1] != template
+        if created:
             history.append((f"{name}-{len(history) + 1:05d}", template))
-            if self.revision_ready(ksvc, history[-1][0]):
-                if self.readiness_delay > 0:
-                    self._ready_later(namespace, name, uid, history[-1][0])
-                else:
-                    ready.add(history[-1][0])
         latest = history[-1][0]
+        if latest not in ready:
+            if self.readiness_delay <= 0:
+                if self.revision_ready(ksvc, latest):
+                    ready.add(latest)
+            elif created:
+                self._ready_later(namespace, name, uid, latest)
         latest_ready = next((rev for rev, _ in reversed(history) if rev in ready), None)
         configuration_ready = latest in ready
-        traffic, routes_ready = self._traffic(ksvc, latest_ready, ready, status.get("traffic"))
+        traffic, routes_ready = self._route(ksvc, latest_ready, ready, status.get("traffic"))
 
         def condition(ok: bool, reason: str, message: str) -> dict[str, str]:
             return {"status": "True"} if ok else {"status": "Unknown", "reason": reason, "message": message}
@@ -145,13 +147,14 @@ class KnativeStandin:
             if self._stop.is_set():
                 return
             with self._lock:
-                self.ready_revisions.setdefault(uid, set()).add(revision)
                 try:
                     current = self.api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
                 except ApiException:
                     return
-                if current["metadata"]["uid"] == uid:
-                    self._observe(current, force=True)
+                if current["metadata"]["uid"] != uid or not self.revision_ready(current, revision):
+                    return
+                self.ready_revisions.setdefault(uid, set()).add(revision)
+                self._observe(current, force=True)
 
         timer = threading.Timer(self.readiness_delay, become_ready)
         timer.daemon = True
@@ -167,20 +170,26 @@ class KnativeStandin:
         return [(f"{latest.rsplit('-', 1)[0]}-{n:05d}", "") for n in range(1, count + 1)]
 
     @staticmethod
-    def _traffic(ksvc: dict[str, Any], latest_ready: str | None, ready: set[str],
-                 routed: list[dict[str, Any]] | None) -> tuple[list[dict[str, Any]], bool]:
-        """The routing of spec.traffic, or the previous one while a target cannot be routed yet."""
-        if latest_ready is None:
-            return [], False
+    def _traffic(ksvc: dict[str, Any], latest_ready: str) -> list[dict[str, Any]]:
+        """spec.traffic resolved: `latestRevision` targets to the latest ready revision (a subclass hook)."""
         targets = ksvc.get("spec", {}).get("traffic") or [{"latestRevision": True, "percent": 100}]
         resolved = []
         for target in targets:
             latest = bool(target.get("latestRevision"))
-            revision = latest_ready if latest else target.get("revisionName")
-            if revision not in ready:
-                return list(routed or []), False
-            entry = {"latestRevision": latest, "revisionName": revision, "percent": target.get("percent", 0)}
+            entry = {"latestRevision": latest,
+                     "revisionName": latest_ready if latest else target.get("revisionName"),
+                     "percent": target.get("percent", 0)}
             if target.get("tag"):
                 entry["tag"] = target["tag"]
             resolved.append(entry)
+        return resolved
+
+    def _route(self, ksvc: dict[str, Any], latest_ready: str | None, ready: set[str],
+               routed: list[dict[str, Any]] | None) -> tuple[list[dict[str, Any]], bool]:
+        """The routing of spec.traffic, or the previous one while a named revision is not ready."""
+        if latest_ready is None:
+            return [], False
+        resolved = self._traffic(ksvc, latest_ready)
+        if any(entry["revisionName"] not in ready for entry in resolved):
+            return list(routed or []), False
         return resolved, True
