@@ -165,6 +165,8 @@ class BaseHandler:
         with torch.inference_mode():
             try:
                 return self.model(data.to(self.device), *args, **kwargs)
+            except torch.OutOfMemoryError:
+                raise  # the server's trouble, not the input's: a 500
             except (RuntimeError, ValueError, IndexError) as exc:
                 # The model loaded and ran before: a failure here comes from the input's shape or type.
                 raise InputError(
