@@ -98,6 +98,7 @@ def test_health_and_metadata_endpoints(server: RuntimeProcess) -> None:
     assert (
         metadata["name"] == "mnist" and metadata["versions"] == ["1.0"] and metadata["platform"] == "pytorch"
     )
+    assert metadata["inputs"][0]["datatype"] in ("BYTES", "FP32") and metadata["inputs"][0]["shape"][0] == -1
 
 
 def test_request_id_is_echoed_or_generated(server: RuntimeProcess) -> None:

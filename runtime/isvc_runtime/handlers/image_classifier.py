@@ -18,6 +18,8 @@ class VisionHandler(BaseHandler):
     """Decodes each row into a tensor with ``image_processing``; tensor-like rows pass as they are."""
 
     image_processing: Any = transforms.Compose([transforms.ToTensor()])
+    # v2 metadata before the first request: encoded images (base64 BYTES), one per row.
+    input_metadata: list[dict[str, Any]] = [{"name": "input-0", "datatype": "BYTES", "shape": [-1]}]
 
     def initialize(self, context: Any) -> None:
         super().initialize(context)

@@ -71,8 +71,9 @@ async def v2_model_ready(request: Request) -> Response:
 async def v2_model_metadata(request: Request) -> Response:
     runner = _runner(request)
     handler = runner.handler
-    inputs = getattr(handler, "input_metadata", None) or runner.observed_inputs
-    outputs = getattr(handler, "output_metadata", None) or runner.observed_outputs
+    # What the model was last called with, else what its handler declares.
+    inputs = runner.observed_inputs or getattr(handler, "input_metadata", None) or []
+    outputs = runner.observed_outputs or getattr(handler, "output_metadata", None) or []
     return json_response(
         {
             "name": request.params["model"],
