@@ -313,7 +313,7 @@ class Walkthrough:
             return None
         return isvc
 
-    def wait_ready(self, name: str, namespace: str = NAMESPACE, timeout: float = 180.0,
+    def wait_ready(self, name: str, namespace: str = NAMESPACE, timeout: float = 120.0,
                    revision: str | None = None) -> dict[str, Any]:
         """Wait for Ready (and, when given, for ``revision`` to be the latest ready one)."""
 

@@ -3,7 +3,8 @@
 A container becomes ``[python, -m, module, *args]``: the image's ENTRYPOINT (``IMAGE_ENTRYPOINTS``, the
 same as the Dockerfile's targets) run with this checkout's virtual-environment Python. The pod's
 volumes become directories, every ``mountPath`` prefix in args and env values is rewritten to the
-volume's directory, and every port of the pod gets a free loopback port of its own (the pod's network
+volume's directory, and every port of the pod gets a free loopback port of its own (``--http-port`` and the
+other PORT_FLAGS are rewritten to it) (the pod's network
 namespace, in effect). Nothing else in args or env changes.
 """
 
@@ -26,6 +27,8 @@ IMAGE_ENTRYPOINTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 #: Ports TorchServe-style servers bind besides the serving port (management, metrics); each pod gets
 #: its own mapping for them so two revisions never collide.
 TORCHSERVE_PORTS = (8080, 8081, 8082)
+#: The runtime's port flags; their values are container ports, rewritten to the pod's loopback ports.
+PORT_FLAGS = ("--http-port", "--metrics-port", "--grpc-port")
 #: The host environment a container may see (the rest of this process's environment stays out).
 PASSED_THROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ")
 
@@ -111,29 +114,42 @@ def _mounts(container: Mapping[str, Any], volume_dirs: Mapping[str, Path]) -> li
     return sorted(mounts, key=lambda item: len(item[0]), reverse=True)
 
 
-def _http_port_flag(argv: list[str], ports: Mapping[int, int]) -> list[str]:
+def _port_flags(argv: list[str], ports: Mapping[int, int]) -> list[str]:
+    """``--http-port N`` / ``--metrics-port=N`` (any of PORT_FLAGS) -> N's loopback port."""
     out = list(argv)
     for index, arg in enumerate(out):
-        if arg == "--http-port" and index + 1 < len(out) and out[index + 1].isdigit():
+        flag, eq, value = arg.partition("=")
+        if flag not in PORT_FLAGS:
+            continue
+        if eq and value.isdigit():
+            out[index] = f"{flag}={ports.get(int(value), int(value))}"
+        elif not eq and index + 1 < len(out) and out[index + 1].isdigit():
             out[index + 1] = str(ports.get(int(out[index + 1]), int(out[index + 1])))
-        elif arg.startswith("--http-port=") and arg.split("=", 1)[1].isdigit():
-            out[index] = f"--http-port={ports.get(int(arg.split('=', 1)[1]), int(arg.split('=', 1)[1]))}"
     return out
 
 
-def _declared_http_port(container: Mapping[str, Any]) -> int | None:
+def declared_ports(container: Mapping[str, Any]) -> dict[str, int]:
+    """The port flags in a container's args: ``{"--http-port": 8080, ...}``."""
     args = [str(a) for a in container.get("args") or []]
+    found: dict[str, int] = {}
     for index, arg in enumerate(args):
-        if arg == "--http-port" and index + 1 < len(args) and args[index + 1].isdigit():
-            return int(args[index + 1])
-        if arg.startswith("--http-port=") and arg.split("=", 1)[1].isdigit():
-            return int(arg.split("=", 1)[1])
-    return None
+        flag, eq, value = arg.partition("=")
+        if flag not in PORT_FLAGS:
+            continue
+        if not eq and index + 1 < len(args):
+            value = args[index + 1]
+        if value.isdigit():
+            found[flag] = int(value)
+    return found
+
+
+def _declared_http_port(container: Mapping[str, Any]) -> int | None:
+    return declared_ports(container).get("--http-port")
 
 
 def pod_ports(spec: Mapping[str, Any], annotations: Mapping[str, str]) -> list[int]:
     """Every container port the pod may listen on: declared ports, probe ports, the scrape port, the
-    ``--http-port`` flag and TorchServe's three."""
+    port flags and TorchServe's three."""
     found: set[int] = set(TORCHSERVE_PORTS)
     for container in spec.get("containers") or []:
         for port in container.get("ports") or []:
@@ -141,8 +157,7 @@ def pod_ports(spec: Mapping[str, Any], annotations: Mapping[str, str]) -> list[i
         probe_port = ((container.get("readinessProbe") or {}).get("httpGet") or {}).get("port")
         if isinstance(probe_port, int):
             found.add(probe_port)
-        if (flag := _declared_http_port(container)) is not None:
-            found.add(flag)
+        found.update(declared_ports(container).values())
     scrape = annotations.get("prometheus.io/port", "")
     if scrape.isdigit():
         found.add(int(scrape))
@@ -249,7 +264,7 @@ def plan_pod(
                 ) -> ProcessSpec:
         mounts = _mounts(container, volume_dirs)
         argv = [map_path(a, mounts) for a in container_argv(container, python)]
-        argv = _http_port_flag(argv, ports)
+        argv = _port_flags(argv, ports)
         env = {k: map_path(v, mounts) for k, v in resolve_env(container, namespace, pod_name, lookup).items()}
         return ProcessSpec(str(container.get("name")), argv, {**base, **extra, **env, **overrides}, root)
 

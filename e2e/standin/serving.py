@@ -49,7 +49,7 @@ class ServingStandin(KnativeStandin):
         self.pods: dict[Key, RevisionPod] = {}
         self.failures: dict[Key, str] = {}  # revisions that could not even be planned
         self._owner: dict[Key, tuple[str, str, str]] = {}  # revision -> (namespace, ksvc name, ksvc uid)
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # the same lock for KnativeStandin's bookkeeping and the pods
         self._spawner = Spawner()
         self._reap_interval = reap_interval
         self._reaper = threading.Thread(target=self._reap_loop, name="standin-reaper", daemon=True)
@@ -90,10 +90,7 @@ class ServingStandin(KnativeStandin):
 
     def observe(self, ksvc: dict[str, Any], force: bool = False) -> None:
         with self._lock:
-            if force:
-                status = {k: v for k, v in (ksvc.get("status") or {}).items() if k != "observedGeneration"}
-                ksvc = {**ksvc, "status": status}
-            super().observe(ksvc)
+            super().observe(ksvc, force)
             self._report_failure(ksvc)
 
     def _revision_ready(self, ksvc: dict[str, Any], revision: str) -> bool:
