@@ -18,9 +18,11 @@ import base64
 import contextlib
 import io
 import json
+import logging
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -50,7 +52,7 @@ CANARY_URI = f"{SEED_URI}/v2"
 MODEL_NAME = "mnist"
 CANARY_PERCENT = 20
 CANARY_TOLERANCE = 4.0
-CANARY_REQUESTS = 1000
+CANARY_REQUESTS = 2000
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -527,6 +529,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ingress-port", type=int, default=None, help="the ingress's loopback port")
     parser.add_argument("--canary-requests", type=int, default=CANARY_REQUESTS)
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C, even where SIGINT was ignored
     install_signal_handlers()
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="torch-isvc-demo-"))

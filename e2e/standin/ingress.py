@@ -4,13 +4,15 @@ It routes each request by its ``Host`` header through the route table (:mod:`.ro
 the apiserver every ``refresh`` seconds, to a revision's pod, and adds ``x-standin-revision: NAME`` to
 the response (a stand-in addition, so the demo and tests can see the split). A revision whose pod is
 not ready yet is waited for (Knative's activator holds requests during a cold start) up to
-``activation_timeout``. Errors are JSON: 404 for an unknown host, 503 for a revision that never became
+``activation_timeout``. A host not in the table makes it re-read the routes once before answering.
+Errors are JSON: 404 for an unknown host, 503 for a revision that never became
 ready, 502 when the pod does not answer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import threading
@@ -133,6 +135,10 @@ class Ingress:
                 break
         path = scope.get("raw_path", scope["path"].encode()).decode("latin-1")
         split = self.table.resolve(host, scope["path"])
+        if split is None:  # a route just programmed may not be in the table yet: look once more
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.update_routes)
+            split = self.table.resolve(host, scope["path"])
         if split is None:
             await _reply(send, 404, {"error": f"no route for host {host!r}"})
             return
