@@ -54,6 +54,7 @@ CANARY_PERCENT = 20
 CANARY_TOLERANCE = 4.0
 CANARY_REQUESTS = 2000
 VENV_BIN = Path(sys.executable).parent
+WORKDIR_PREFIX = "torch-isvc-demo-"
 
 
 def shared_dir() -> Path:
@@ -498,6 +499,17 @@ def seed_request(workdir: Path) -> Path:
     return path
 
 
+def sweep_stale_workdirs() -> None:
+    """Remove the workdirs of demos that were SIGKILLed (their processes died with them)."""
+    for directory in Path(tempfile.gettempdir()).glob(f"{WORKDIR_PREFIX}*"):
+        try:
+            owner = int((directory / "owner.pid").read_text())
+        except (OSError, ValueError):
+            continue
+        if not pid_alive(owner):
+            shutil.rmtree(directory, ignore_errors=True)
+
+
 def print_usage(env: Walkthrough, request: Path) -> None:
     assert env.ingress is not None
     host = env.service_hostname() or f"torchserve.{NAMESPACE}.example.com"
@@ -533,7 +545,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C, even where SIGINT was ignored
     install_signal_handlers()
     started = time.monotonic()
-    workdir = Path(tempfile.mkdtemp(prefix="torch-isvc-demo-"))
+    sweep_stale_workdirs()
+    workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
+    (workdir / "owner.pid").write_text(str(os.getpid()))
     env = Walkthrough(workdir, ingress_port=args.ingress_port)
     steps: Steps | None = None
     failed_setup = False

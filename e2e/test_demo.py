@@ -199,6 +199,35 @@ def test_canary_rollback_restores_previous_revision(
         f"{ksvc.get('status', {}).get('traffic')}")
 
 
+# --- failures are reported, not hidden -------------------------------------------------------------------
+
+
+def test_revision_whose_storage_initializer_fails_is_reported_failed(walkthrough: Walkthrough) -> None:
+    namespace = "broken-demo"
+    isvc = {"apiVersion": "serving.kubeflow.org/v1beta1", "kind": "InferenceService",
+            "metadata": {"name": "broken"},
+            "spec": {"predictor": {"pytorch": {"storageUri": "gs://kfserving-examples/models/missing"}}}}
+    walkthrough.kubectl("create", "namespace", namespace)
+    walkthrough.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(isvc))
+    try:
+        def failed() -> dict[str, Any] | None:
+            kind = "services.serving.knative.dev"
+            ksvc = walkthrough.get("-n", namespace, kind, "broken-predictor-default")
+            conditions = {c["type"]: c for c in ((ksvc or {}).get("status") or {}).get("conditions") or []}
+            return conditions["Ready"] if conditions.get("Ready", {}).get("status") == "False" else None
+
+        ready = wait_for(failed, 90, "the ksvc to report its failed revision")
+        assert ready["reason"] == "RevisionFailed"
+        assert "storage-initializer" in ready["message"], ready
+        status = (walkthrough.get("-n", namespace, "isvc", "broken") or {}).get("status") or {}
+        assert not any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions") or [])
+        code, body = walkthrough.curl(f"broken-predictor-default.{namespace}.example.com", PREDICT,
+                                      Path("/dev/null"))
+        assert code == 404, body
+    finally:
+        walkthrough.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
 # --- the other seed samples ------------------------------------------------------------------------------
 
 
