@@ -175,16 +175,22 @@ class Walkthrough:
         return self
 
     def stop(self) -> None:
-        if self.ingress is not None:
-            self.ingress.stop()
+        """Stop everything (ingress, revision processes, operator, GCS, control plane); one part failing
+        to stop does not keep the others running."""
         if self.standin is not None:
             self._pids.update(self.standin.all_pids())
-            self.standin.stop()
-        for child in (self.operator, self.emulator):
-            if child is not None:
-                child.stop()
-        if self.cluster is not None:
-            self.cluster.stop()
+        parts: list[Callable[[], None]] = [
+            part.stop for part in (self.ingress, self.standin, self.operator, self.emulator, self.cluster)
+            if part is not None
+        ]
+        errors = []
+        for stop in parts:
+            try:
+                stop()
+            except Exception as exc:
+                errors.append(exc)
+        if errors:
+            raise RuntimeError(f"stopping the walkthrough: {errors}")
 
     def leftover_pids(self) -> list[int]:
         """Processes this walkthrough started that are still alive (empty after a clean stop)."""
@@ -554,6 +560,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         env.start()
         request = seed_request(workdir)
+        print(f"request: {request}" + ("" if request.parent != workdir else
+                                       " (the project's own sample, a hand-drawn 2: ../shared is absent)"))
         steps = Steps(env, request)
         for step in (steps.create, steps.ready, steps.predict, steps.explain):
             step()
@@ -569,7 +577,11 @@ def main(argv: list[str] | None = None) -> int:
         failed_setup = True
         print(f"demo: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
     finally:
-        env.stop()
+        try:
+            env.stop()
+        except RuntimeError as exc:
+            failed_setup = True
+            print(f"demo: {exc}", file=sys.stderr, flush=True)
         left = env.leftover_pids()
         if left:
             print(f"demo: processes left behind: {left}", file=sys.stderr)
