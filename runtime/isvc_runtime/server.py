@@ -20,6 +20,7 @@ from types import FrameType
 
 from .config import RuntimeConfig
 from .errors import ConfigError
+from .memory import tune_allocator
 from .model_store import discover
 from .registry import ModelRegistry, Prepared, load_prepared, prepare_models
 from .rest.app import RuntimeApp
@@ -206,6 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    tune_allocator()  # before torch allocates: batches reuse freed memory (see memory.py)
     work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="isvc-runtime-"))
     work_dir.mkdir(parents=True, exist_ok=True)
     try:

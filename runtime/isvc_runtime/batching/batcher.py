@@ -1,6 +1,12 @@
 """Dynamic batching: requests queued on the event loop, merged into batches of at most ``max_rows`` rows,
 waiting at most ``max_delay`` for a batch to fill, run by ``workers`` concurrent consumers.
 
+How long to wait adapts to the load: a partial batch waits only until it has as many rows as the
+previous batch had (never longer than ``max_delay``). A lone client therefore never waits for company
+that is not coming (its batch of one ran last time), while under steady concurrent load the batches
+settle at the concurrency, up to ``max_rows``. Requests that queue while a batch runs are taken at
+once, so batches also grow by themselves when the handler is the bottleneck.
+
 A request is never split: its rows go to the handler together (a request larger than ``max_rows``
 runs as a batch of its own). The batcher knows nothing about models or HTTP: it hands each batch to
 ``run_batch`` (an async callable) and that callable resolves the requests' futures.
@@ -66,6 +72,7 @@ class Batcher:
         self.workers = max(1, workers)
         self._queue: deque[Pending] = deque()
         self._rows = 0
+        self._expected_rows = 1  # rows in the last batch: the fill worth waiting for next time
         self._wakeup: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -105,10 +112,19 @@ class Batcher:
         self._wakeup.set()
         return future
 
+    @property
+    def fill_target(self) -> int:
+        """Rows a partial batch waits for: as many as the previous batch had, at most ``max_rows``."""
+        return min(self.max_rows, self._expected_rows)
+
     async def _wait_for_more(self) -> None:
-        """Give a partial batch up to ``max_delay`` (from its first request's arrival) to fill. One timer
-        per batch rather than a timeout per wake-up: this runs on the hot path."""
+        """Give a partial batch up to ``max_delay`` (from its first request's arrival) to reach
+        :attr:`fill_target` rows. One timer per batch rather than a timeout per wake-up: this runs on
+        the hot path."""
         assert self._wakeup is not None
+        target = self.fill_target
+        if self._rows >= target:
+            return
         loop = asyncio.get_running_loop()
         deadline = self._queue[0].enqueued + self.max_delay
         if loop.time() >= deadline:
@@ -124,7 +140,7 @@ class Batcher:
         wakeup = self._wakeup
         timer = loop.call_at(deadline, expire)
         try:
-            while self._queue and self._rows < self.max_rows and not self._queue[0].exclusive and not expired:
+            while self._queue and self._rows < target and not self._queue[0].exclusive and not expired:
                 wakeup.clear()
                 await wakeup.wait()
         finally:
@@ -144,9 +160,13 @@ class Batcher:
                     continue
             batch = take_batch(self._queue, self.max_rows)
             now = loop.time()
+            rows = 0
             for pending in batch:
-                self._rows -= len(pending.rows)
+                rows += len(pending.rows)
                 pending.started = now
+            self._rows -= rows
+            if not batch[0].exclusive:
+                self._expected_rows = rows
             live = [p for p in batch if not p.future.done()]  # skip requests whose client gave up
             if live:
                 await self._run_batch(live)
