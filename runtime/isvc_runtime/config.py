@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
+from .explain.settings import ExplainSettings, explain_settings
 
 log = logging.getLogger("isvc_runtime.config")
 
@@ -104,6 +105,7 @@ class ModelSettings:
     max_batch_delay_ms: float = DEFAULT_MAX_BATCH_DELAY_MS  # [maxBatchDelay]
     workers: int = 1  # [minWorkers] threads running batches of this model concurrently
     response_timeout_s: float = DEFAULT_RESPONSE_TIMEOUT  # [responseTimeout]
+    explain: ExplainSettings = field(default_factory=ExplainSettings)  # [explain] object, see explain/
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,9 +376,13 @@ def model_settings(
         delay = DEFAULT_MAX_BATCH_DELAY_MS
     count = workers or merged.get("minWorkers") or config.default_workers
     timeout = merged.get("responseTimeout") or config.default_response_timeout
+    explain = explain_settings(
+        name, (archive_defaults or {}).get("explain"), config.per_model.get(name, {}).get("explain")
+    )
     return ModelSettings(
         batch_size=max(1, int(size)),
         max_batch_delay_ms=float(delay),
         workers=max(1, int(count)),
         response_timeout_s=float(timeout),
+        explain=explain,
     )

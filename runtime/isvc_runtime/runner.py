@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import binascii
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -54,6 +54,8 @@ class ModelRunner:
         self.observed_inputs: list[dict[str, Any]] = []
         self.observed_outputs: list[dict[str, Any]] = []
         self._executor = ThreadPoolExecutor(settings.workers, thread_name_prefix=f"model-{name}")
+        # Awaited by stop(), before the executor goes: other batchers of this model (explanations).
+        self.stop_hooks: list[Callable[[], Awaitable[None]]] = []
         self.batcher = Batcher(
             self._run_batch,
             max_rows=settings.batch_size,
@@ -185,5 +187,7 @@ class ModelRunner:
         )
 
     async def stop(self) -> None:
+        for hook in self.stop_hooks:
+            await hook()
         await self.batcher.stop()
         self._executor.shutdown(wait=False, cancel_futures=True)
