@@ -23,7 +23,7 @@ from .errors import ConfigError
 from .memory import tune_allocator
 from .model_store import discover
 from .registry import ModelRegistry, Prepared, load_prepared, prepare_models
-from .rest.app import RuntimeApp
+from .rest.app import Endpoint, RuntimeApp
 from .rest.endpoints import V1Action, make_router, v1_predict
 
 log = logging.getLogger("isvc_runtime")
@@ -129,6 +129,16 @@ def v1_actions() -> dict[str, V1Action]:
     return actions
 
 
+def v2_actions() -> dict[str, Endpoint]:
+    """``POST /v2/models/{m}/explain`` when :mod:`isvc_runtime.explain` provides ``v2_explain``."""
+    actions: dict[str, Endpoint] = {}
+    if importlib.util.find_spec("isvc_runtime.explain") is not None:
+        explain = importlib.import_module("isvc_runtime.explain")
+        if hasattr(explain, "v2_explain"):
+            actions["explain"] = explain.v2_explain
+    return actions
+
+
 def install_metrics(registry: ModelRegistry, *, host: str, port: int | None) -> None:
     """Call ``isvc_runtime.metrics.install(registry, host=..., port=...)`` when that module exists: it
     sets an :class:`isvc_runtime.observe.Observer` and serves the metrics."""
@@ -193,7 +203,7 @@ def build_app(
 
     return RuntimeApp(
         registry,
-        make_router(v1_actions()),
+        make_router(v1_actions(), v2_actions=v2_actions()),
         max_request_size=config.max_request_size,
         on_startup=on_startup,
         on_shutdown=on_shutdown,

@@ -125,7 +125,7 @@ async def ping(request: Request) -> Response:
     )
 
 
-def make_router(v1_actions: Mapping[str, V1Action]):
+def make_router(v1_actions: Mapping[str, V1Action], *, v2_actions: Mapping[str, Endpoint] | None = None):
     """A router over the fixed paths; ``v1_actions`` maps ``predict`` (and ``explain`` when an
     explainer is installed) to their endpoints."""
 
@@ -179,6 +179,10 @@ def make_router(v1_actions: Mapping[str, V1Action]):
                     if method != "POST":
                         raise method_not_allowed(method, path)
                     return v2_infer, params, "v2_infer"
+                if len(tail) == 1 and tail[0] in (v2_actions or {}):  # POST /v2/models/{m}/explain
+                    if method != "POST":
+                        raise method_not_allowed(method, path)
+                    return (v2_actions or {})[tail[0]], params, f"v2_{tail[0]}"
             raise not_found(path)
         if head == "predictions" and len(parts) in (2, 3):
             if method not in ("POST", "PUT"):
