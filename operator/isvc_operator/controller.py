@@ -177,6 +177,13 @@ class Controller:
         ksvc_name = predictor_service_name(name)
         self._warn_config_problems(isvc)
         live = self._ksvcs.get((namespace, ksvc_name))
+        if live is None:
+            # Traffic is computed from the live ksvc: never from a watch that has not delivered it yet
+            # (after a restart, a missing ksvc would mean "100% latest" in the middle of a canary).
+            live = self.kube.get_knative_service(namespace, ksvc_name)
+            if live is not None:
+                with self._guard:
+                    live = self._ksvcs.setdefault((namespace, ksvc_name), live)
         old_status = isvc.get("status") or {}
         rollout = rolled_out(old_status, live)
         render_error = None
@@ -200,8 +207,6 @@ class Controller:
             with self._guard:
                 self._ksvcs[(namespace, ksvc_name)] = live
                 self._applied[key] = (desired, live["metadata"].get("generation"))
-        elif desired is None and live is None:
-            live = self.kube.get_knative_service(namespace, ksvc_name)
         status, ingress_written = self._status(isvc, live, render_error, rollout, reconcile_ingress=True)
         if status != old_status:
             self._write_status(key, isvc, old_status, status, render_error)
@@ -256,6 +261,11 @@ class Controller:
         live = self._virtual_services.get(key)
         if live is None and not predictor_ready:
             return False, False
+        if live is None:  # about to create it, unless the watch has just not delivered it yet (a restart)
+            live = self.kube.get_virtual_service(*key)
+            if live is not None:
+                with self._guard:
+                    self._virtual_services.setdefault(key, live)
         desired = render_virtual_service(isvc, self.config, ksvc)
         applied = self._vs_applied.get(key)
         if live is not None and applied is not None and applied[0] == desired and \

@@ -89,6 +89,15 @@ class Kube:
                 ISTIO_GROUP, ISTIO_VERSION, metadata["namespace"], ISTIO_PLURAL, metadata["name"])
         return applied
 
+    def get_virtual_service(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.custom.get_namespaced_custom_object(
+                ISTIO_GROUP, ISTIO_VERSION, namespace, ISTIO_PLURAL, name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
     def delete_virtual_service(self, namespace: str, name: str) -> None:
         try:
             self.custom.delete_namespaced_custom_object(
