@@ -18,7 +18,7 @@ OPERATOR_IMAGE = $(REGISTRY)/operator:$(VERSION)
 IMAGES = $(RUNTIME_IMAGE) $(RUNTIME_GPU_IMAGE) $(STORAGE_INITIALIZER_IMAGE) $(OPERATOR_IMAGE)
 DEPLOY_OUT ?= build/deploy
 
-.PHONY: setup test lint cluster cluster-up model-store demo demo-check bench clean
+.PHONY: setup test lint cluster cluster-up model-store demo demo-check bench clean prometheus
 .PHONY: images push-images image-names deploy-manifests
 
 setup: $(VENV)/.installed
@@ -49,7 +49,15 @@ demo: setup cluster
 demo-check: setup cluster
 	$(PY) -m e2e.demo --check
 
-test: setup cluster
+# Debian's prometheus (with promtool) for tests/monitoring, installed only when missing; the package's
+# own service is stopped if the install started one (the tests run their own on loopback).
+prometheus:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus \
+	  || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus; }; \
+	  invoke-rc.d prometheus stop >/dev/null 2>&1 || true; }
+
+test: setup cluster prometheus
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest tests e2e
 

@@ -149,6 +149,12 @@ def install_metrics(registry: ModelRegistry, *, host: str, port: int | None) -> 
         metrics.install(registry, host=host, port=port)
 
 
+def metrics_routes() -> dict:
+    """``GET /metrics`` on the inference port once :func:`install_metrics` installed the exporter."""
+    module = sys.modules.get("isvc_runtime.metrics")
+    return module.routes() if module is not None and hasattr(module, "routes") else {}
+
+
 def gpu_count() -> int:
     """CUDA devices visible, without importing torch when no NVIDIA driver is present."""
     if not Path("/proc/driver/nvidia").exists() and not os.environ.get("CUDA_VISIBLE_DEVICES"):
@@ -203,7 +209,7 @@ def build_app(
 
     return RuntimeApp(
         registry,
-        make_router(v1_actions(), v2_actions=v2_actions()),
+        make_router(v1_actions(), metrics_routes(), v2_actions=v2_actions()),
         max_request_size=config.max_request_size,
         on_startup=on_startup,
         on_shutdown=on_shutdown,

@@ -125,9 +125,16 @@ async def ping(request: Request) -> Response:
     )
 
 
-def make_router(v1_actions: Mapping[str, V1Action], *, v2_actions: Mapping[str, Endpoint] | None = None):
+def make_router(
+    v1_actions: Mapping[str, V1Action],
+    get_routes: Mapping[str, Endpoint] | None = None,
+    *,
+    v2_actions: Mapping[str, Endpoint] | None = None,
+):
     """A router over the fixed paths; ``v1_actions`` maps ``predict`` (and ``explain`` when an
-    explainer is installed) to their endpoints."""
+    explainer is installed) to their endpoints; ``get_routes`` adds GET-only paths (``/metrics``),
+    tried last, labelled with their path."""
+    extra = dict(get_routes or {})
 
     def not_found(path: str) -> ApiError:
         return ApiError(f"no route for {path}", 404)
@@ -193,6 +200,8 @@ def make_router(v1_actions: Mapping[str, V1Action], *, v2_actions: Mapping[str, 
             return native_predict, params, "predictions"
         if path == "/ping":
             return _get_only(method, path, ping, {}, "health")
+        if path in extra:
+            return _get_only(method, path, extra[path], {}, path.strip("/"))
         raise not_found(path)
 
     def _get_only(method: str, path: str, endpoint: Endpoint, params: dict[str, str], label: str) -> Route:
