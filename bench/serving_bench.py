@@ -51,7 +51,7 @@ EXPLAIN_STEPS = 15  # TorchServe's VisionHandler hard-codes n_steps=15: both sid
 EXPECTED_DIGIT = 2  # the seed request is a "2"
 
 # Our runtime, tuned: batch across requests; the handler thread gets the second core.
-OURS_TUNED_ARGS = ("--batch-size", "32", "--max-batch-delay", "2")
+OURS_TUNED_ARGS = ("--batch-size", "32", "--max-batch-delay", "5")
 
 
 def log(message: str) -> None:
@@ -288,11 +288,13 @@ class Bench:
         self.bodies = bodies
         self.notes: list[str] = []
         self.batch_error = ""
+        self.loads: list[float] = []  # 1-minute load average at each load point
 
     def point(
         self, server: serving_procs.Server, path: str, body: str, connections: int, seconds: float
     ) -> dict[str, Any]:
         url = f"http://127.0.0.1:{server.port}{path}"
+        self.loads.append(os.getloadavg()[0])
         result = serving_load.run_wrk(
             self.wrk, url, self.bodies[body], connections=connections, seconds=seconds
         ).as_dict()
@@ -545,7 +547,7 @@ def ceiling(seconds: float) -> dict[str, float]:
 
 def results_section(
     machine: dict[str, str],
-    loads: tuple[str, str],
+    loads: tuple[str, str, str],
     args: argparse.Namespace,
     results: dict[str, Any],
     ceilings: dict[str, float],
@@ -561,7 +563,8 @@ def results_section(
         f"Run {when}: {machine['nproc']} CPUs ({machine['cpu']}), {machine['ram']} RAM,"
         f" torch {machine['torch']},"
         f" Python {machine['python']}, {machine['java']}, kernel {machine['kernel']}.",
-        f"Load average (1/5/15 min) before the run: {loads[0]}; after: {loads[1]}.",
+        f"Load average (1/5/15 min) before the run: {loads[0]}; after: {loads[1]}; 1-min load at the"
+        f" load points: {loads[2]}.",
         f'wrk, one thread, keep-alive, the seed request (a PNG "2"), {args.seconds:g} s per point'
         f" after {args.warmup:g} s warm-up; explain at concurrency 1 with n_steps={EXPLAIN_STEPS}"
         " on both sides.",
@@ -665,6 +668,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if left:
         raise RuntimeError(f"processes left running: {left}")
     load_after = load_average()
+    during = (
+        f"{min(bench.loads):.2f}-{max(bench.loads):.2f} (mean {sum(bench.loads) / len(bench.loads):.2f})"
+        if bench.loads
+        else "n/a"
+    )
     notes = [
         *bench.notes,
         "TorchServe has no v2 protocol over its KServe v1 envelope (the envelope is one per server):"
@@ -683,11 +691,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"TorchServe batchSize=8 over KServe v1: {batch8['errors']} of {batch8['requests']} concurrent"
             f" requests failed {batch8['counts']}; a lone request: HTTP {batch8['single_status']}"
         )
-    print(f"load average before/after: {load_before} / {load_after}")
+    print(f"load average before/after: {load_before} / {load_after}; 1-min load during points: {during}")
     if not args.no_results:
         section = results_section(
             machine,
-            (load_before, load_after),
+            (load_before, load_after, during),
             args,
             results,
             ceilings,
