@@ -102,7 +102,7 @@ def explain_settings(model: str, archive: Any = None, configured: Any = None) ->
     try:
         defaults = choose(settings, {k: merged[k] for k in REQUEST_KEYS if k in merged}, ExplainOptions())
     except InputError as exc:
-        raise ConfigError(f"{where}: {exc.message}") from None
+        raise ConfigError(f"{where}: {exc.message.removeprefix('parameter ')}") from None
     return replace(settings, defaults=defaults)
 
 
