@@ -68,6 +68,7 @@ class Controller:
         self._guard = threading.Lock()
         self._stop = threading.Event()
         self._timers: set[threading.Timer] = set()
+        self._listed = False  # the ksvcs and VirtualServices that existed at start are known
 
     # --- watch events -------------------------------------------------------------------------
 
@@ -177,7 +178,7 @@ class Controller:
         ksvc_name = predictor_service_name(name)
         self._warn_config_problems(isvc)
         live = self._ksvcs.get((namespace, ksvc_name))
-        if live is None:
+        if live is None and not self._listed:
             # Traffic is computed from the live ksvc: never from a watch that has not delivered it yet
             # (after a restart, a missing ksvc would mean "100% latest" in the middle of a canary).
             live = self.kube.get_knative_service(namespace, ksvc_name)
@@ -261,7 +262,7 @@ class Controller:
         live = self._virtual_services.get(key)
         if live is None and not predictor_ready:
             return False, False
-        if live is None:  # about to create it, unless the watch has just not delivered it yet (a restart)
+        if live is None and not self._listed:  # about to create it, unless the watch has not delivered it
             live = self.kube.get_virtual_service(*key)
             if live is not None:
                 with self._guard:
@@ -403,7 +404,25 @@ class Controller:
                 self.logger.warning("watching the ConfigMap failed (%s); retrying", exc)
                 self._stop.wait(2.0)
 
+    def list_owned_objects(self) -> None:
+        """Before any reconcile: the ksvcs and VirtualServices that exist now (one list call each), so
+        that a reconcile racing the watches' first events still sees them. Without it (the listing
+        failed), a reconcile reads a missing object before rendering."""
+        try:
+            ksvcs, virtual_services = self.kube.list_owned(ISVC_LABEL)
+        except ApiException as exc:
+            self.logger.warning("listing owned objects failed (%s %s); reading them one by one",
+                                exc.status, exc.reason)
+            return
+        with self._guard:
+            for body in ksvcs:
+                self._ksvcs.setdefault(key_of(body), body)
+            for body in virtual_services:
+                self._virtual_services.setdefault(key_of(body), body)
+            self._listed = True
+
     def start(self) -> None:
+        self.list_owned_objects()
         self.load_config()
         threading.Thread(target=self.watch_config, name="config-watch", daemon=True).start()
 

@@ -89,6 +89,19 @@ class Kube:
                 ISTIO_GROUP, ISTIO_VERSION, metadata["namespace"], ISTIO_PLURAL, metadata["name"])
         return applied
 
+    def list_owned(self, label: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Every Knative Service and VirtualService carrying `label` (VirtualServices: [] without Istio)."""
+        ksvcs = self.custom.list_cluster_custom_object(
+            KNATIVE_GROUP, KNATIVE_VERSION, KNATIVE_PLURAL, label_selector=label)["items"]
+        try:
+            virtual_services = self.custom.list_cluster_custom_object(
+                ISTIO_GROUP, ISTIO_VERSION, ISTIO_PLURAL, label_selector=label)["items"]
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            virtual_services = []
+        return ksvcs, virtual_services
+
     def get_virtual_service(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
             return self.custom.get_namespaced_custom_object(
