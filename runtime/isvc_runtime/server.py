@@ -192,8 +192,8 @@ def build_app(
             load_prepared(prepared, limit_max_image_pixels=config.limit_max_image_pixels)
             # torch, torchvision and the models leave ~350k long-lived objects; a full collection over
             # them takes ~200 ms with the GIL held, a stall every few thousand requests. Freezing them
-            # keeps later collections to what requests allocate.
-            gc.collect()
+            # keeps later collections to what requests allocate. No collection first: the models are
+            # already answering, and it would hold the first requests (the cold start) for ~200 ms.
             gc.freeze()
         except BaseException as exc:  # keep the server up and honest: every unloaded model reports it
             for item in prepared:
