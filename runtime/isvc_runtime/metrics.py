@@ -39,7 +39,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -61,6 +60,8 @@ from .rest.app import Request, Response
 log = logging.getLogger("isvc_runtime.metrics")
 
 DEFAULT_METRICS_PORT = 8082  # TorchServe's metrics_address port
+# What generate_latest writes (prometheus_client's CONTENT_TYPE_LATEST may name a newer version).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Seconds; ms-scale models land in the low buckets, explanations and cold paths in the high ones.
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.075,
@@ -184,7 +185,7 @@ def serve(exposition: Callable[[], bytes], host: str, port: int) -> ThreadingHTT
         def do_GET(self) -> None:
             body = exposition()
             self.send_response(200)
-            self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+            self.send_header("Content-Type", CONTENT_TYPE)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -356,7 +357,7 @@ class RuntimeMetrics(Observer):
         return generate_latest(self.registry) + torchserve_exposition(torchserve)
 
     async def endpoint(self, request: Request) -> Response:
-        return Response(200, self.exposition(), CONTENT_TYPE_LATEST)
+        return Response(200, self.exposition(), CONTENT_TYPE)
 
 
 _installed: RuntimeMetrics | None = None
