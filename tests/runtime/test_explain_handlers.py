@@ -80,6 +80,19 @@ def server(tmp_path_factory: pytest.TempPathFactory, token_net: torch.nn.Module)
         serialized_file=weights,
         config_file=ASSETS / "token_config.yaml",
     )
+    named = root / "named" / "token_layer_handler.py"  # the handler names the layer, no config file
+    named.parent.mkdir()
+    named.write_text(
+        (ASSETS / "token_handler.py")
+        .read_text()
+        .replace(
+            "class TokenClassifier(BaseHandler):\n",
+            'class TokenClassifier(BaseHandler):\n    explain_layer = "embedding"\n',
+        )
+    )
+    build_archive(
+        store, "tokens_named", handler=named, model_file=ASSETS / "token_net.py", serialized_file=weights
+    )
     (root / "config").mkdir()
     (root / "config" / "config.properties").write_text(CONFIG)
     with RuntimeProcess(root, root / "runtime.log") as runtime:
@@ -147,7 +160,7 @@ def test_config_properties_sets_the_models_default_and_bound(
     assert "from 1 to 50" in response.json()["error"]
 
 
-def test_token_ids_are_attributed_through_the_layer_the_archives_config_names(
+def test_token_ids_are_attributed_through_the_layer_the_config_or_handler_names(
     server: RuntimeProcess, token_net: torch.nn.Module
 ) -> None:
     tokens = [[1, 2, 3, 4], [5, 6, 7, 0], [9, 9, 2, 1]]
@@ -164,6 +177,11 @@ def test_token_ids_are_attributed_through_the_layer_the_archives_config_names(
         ids, baselines=torch.zeros_like(ids), target=[0, 2, 1], n_steps=20
     )
     assert np.abs(ours - direct.sum(dim=-1).detach().numpy()).max() < 1e-5
+    named = post(server, "/v1/models/tokens_named:explain", body)["explanations"]
+    direct = LayerIntegratedGradients(token_net, token_net.embedding).attribute(
+        ids, baselines=torch.zeros_like(ids), target=[0, 2, 1], n_steps=15
+    )
+    assert np.abs(np.asarray(named, dtype=np.float32) - direct.sum(dim=-1).detach().numpy()).max() < 1e-5
     response = server.client.post(
         "/v2/models/tokens/explain",
         json={"inputs": [{"name": "ids", "shape": [1, 4], "datatype": "INT64", "data": tokens[0]}]},

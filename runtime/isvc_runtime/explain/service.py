@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import types
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -60,7 +61,7 @@ def strategy(handler: Any) -> str | None:
     """How ``handler`` explains (see the module's docstring), or None when it cannot."""
     if handler is None:
         return None
-    if not isinstance(handler, type) and type(handler).__name__ == "module":
+    if isinstance(handler, types.ModuleType):  # a module-level handle(data, context)
         return HANDLE if callable(getattr(handler, "explain_handle", None)) else None
     explain_handle = getattr(type(handler), "explain_handle", None)
     generic = _generic_explain_handles()
