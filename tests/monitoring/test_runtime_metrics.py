@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import httpx
 import pytest
 from isvc_runtime.config import ModelSettings
@@ -161,3 +166,36 @@ def test_metrics_port_serves_the_exposition(metrics: RuntimeMetrics) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+MULTIPROCESS_SCRIPT = """
+import sys
+from isvc_runtime.config import ModelSettings
+from isvc_runtime.metrics import RuntimeMetrics
+from isvc_runtime.registry import ModelRegistry
+from isvc_runtime.runner import ModelRunner
+
+registry = ModelRegistry()
+registry.add(ModelRunner("mnist", ModelSettings()))
+metrics = RuntimeMetrics(registry, isvc="a", revision="r", hostname="h", multiprocess_dir=sys.argv[1])
+for _ in range(int(sys.argv[2])):
+    metrics.request_finished(endpoint="v1_predict", model="mnist", status=200, seconds=0.002)
+if sys.argv[3] == "print":
+    sys.stdout.write(metrics.exposition().decode())
+"""
+
+
+def test_several_processes_add_up_in_multiprocess_mode(tmp_path: Path) -> None:
+    """With PROMETHEUS_MULTIPROC_DIR, each process's counts land in shared files and any process's
+    endpoint reports the sum, TorchServe's series included."""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    run = [sys.executable, "-c", MULTIPROCESS_SCRIPT, str(tmp_path)]
+    subprocess.run([*run, "3", "quiet"], env=env, check=True, timeout=60)
+    text = subprocess.run(
+        [*run, "4", "print"], env=env, check=True, timeout=60, capture_output=True, text=True
+    ).stdout
+    assert (
+        'isvc_requests_total{code="200",endpoint="v1_predict",isvc="a",model="mnist",'
+        'protocol="v1",revision="r"} 7.0' in text
+    )
+    assert 'ts_inference_requests_total{model_name="mnist",model_version="default",hostname="h"} 7.0' in text
