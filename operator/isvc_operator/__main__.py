@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 
 import kopf
@@ -9,13 +10,34 @@ import kopf
 from . import handlers  # noqa: F401  (registers the handlers)
 
 
-def main() -> None:
-    kopf.configure(verbose=bool(os.environ.get("ISVC_OPERATOR_VERBOSE")))
-    kopf.run(
-        standalone=True,
-        clusterwide=True,
-        liveness_endpoint=os.environ.get("ISVC_LIVENESS_ENDPOINT") or None,
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m isvc_operator",
+        description="Reconcile serving.kubeflow.org/v1beta1 InferenceServices into Knative Services "
+        "(cluster-wide, standalone: no kopf peering).",
+        epilog="Environment: ISVC_OPERATOR_NAMESPACE (namespace of the inferenceservice-config ConfigMap), "
+        "ISVC_TEMPLATES_DIR (template overrides), ISVC_OPERATOR_LOG_LEVEL, ISVC_LIVENESS_ENDPOINT, "
+        "ISVC_OPERATOR_VERBOSE. Credentials come from the in-cluster ServiceAccount or KUBECONFIG.",
     )
+    parser.add_argument(
+        "--liveness-endpoint",
+        default=os.environ.get("ISVC_LIVENESS_ENDPOINT") or None,
+        help="serve kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz "
+        "(default: $ISVC_LIVENESS_ENDPOINT, else none)",
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        default=bool(os.environ.get("ISVC_OPERATOR_VERBOSE")),
+        help="kopf's verbose logging (default: $ISVC_OPERATOR_VERBOSE)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    kopf.configure(verbose=args.verbose)
+    kopf.run(standalone=True, clusterwide=True, liveness_endpoint=args.liveness_endpoint)
 
 
 if __name__ == "__main__":
