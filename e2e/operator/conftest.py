@@ -57,13 +57,15 @@ class OperatorProcess:
         self.kubeconfig = kubeconfig
         self.log_path = log_path
         self.port = free_port()
+        self.metrics_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> OperatorProcess:
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig),
                "ISVC_OPERATOR_NAMESPACE": OPERATOR_NAMESPACE,
                "ISVC_LIVENESS_ENDPOINT": f"http://127.0.0.1:{self.port}/healthz",
-               "ISVC_OPERATOR_LOG_LEVEL": "DEBUG"}
+               "ISVC_OPERATOR_LOG_LEVEL": "DEBUG",
+               "ISVC_OPERATOR_METRICS_ADDRESS": f"127.0.0.1:{self.metrics_port}"}
         env.pop("KUBERNETES_SERVICE_HOST", None)
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "isvc_operator"], env=env, stdout=log,

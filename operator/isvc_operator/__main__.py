@@ -17,7 +17,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(cluster-wide, standalone: no kopf peering).",
         epilog="Environment: ISVC_OPERATOR_NAMESPACE (namespace of the inferenceservice-config ConfigMap), "
         "ISVC_TEMPLATES_DIR (template overrides), ISVC_OPERATOR_LOG_LEVEL, ISVC_LIVENESS_ENDPOINT, "
-        "ISVC_OPERATOR_VERBOSE. Credentials come from the in-cluster ServiceAccount or KUBECONFIG.",
+        "ISVC_OPERATOR_VERBOSE, ISVC_OPERATOR_METRICS_ADDRESS (HOST:PORT of the Prometheus metrics; "
+        "default 8081, on loopback outside a pod). Credentials come from the in-cluster ServiceAccount or "
+        "KUBECONFIG.",
     )
     parser.add_argument(
         "--liveness-endpoint",

@@ -33,6 +33,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     },
     # "istio" (KFServing's default): a VirtualService per isvc for {isvc}.{ns}.{domain}; "none": the
     # isvc's URL is the predictor's Knative Service URL.
+    # Prometheus scrape annotations on every predictor revision (an isvc's own prometheus.io/* annotations
+    # win); a port other than 8082 is passed to the runtime as TS_METRICS_ADDRESS.
+    "metrics": {"scrape": True, "port": 8082, "path": "/metrics"},
     "ingress": {
         "mode": "istio",
         "domain": "example.com",
@@ -76,10 +79,18 @@ class IngressConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    scrape: bool = True
+    port: int = 8082
+    path: str = "/metrics"
+
+
+@dataclass(frozen=True)
 class OperatorConfig:
     pytorch: PytorchConfig
     storage_initializer: StorageInitializerConfig
     ingress: IngressConfig
+    metrics: MetricsConfig = MetricsConfig()
     problems: tuple[str, ...] = field(default=(), compare=False)
 
 
@@ -96,6 +107,9 @@ def _merge_section(key: str, raw: str | None, problems: list[str]) -> dict[str, 
     if not isinstance(given, dict):
         problems.append(f"data.{key} must be a JSON object; using the defaults")
         return section
+    if key == "metrics":
+        _take_metrics(section, given, problems)
+        return section
     if key == "predictors":
         pytorch = given.get("pytorch", {})
         if not isinstance(pytorch, dict):
@@ -107,6 +121,21 @@ def _merge_section(key: str, raw: str | None, problems: list[str]) -> dict[str, 
     for name in _STRING_FIELDS[key]:
         _take_string(section, given, name, f"data.{key}.{name}", problems)
     return section
+
+
+def _take_metrics(section: dict[str, Any], given: dict[str, Any], problems: list[str]) -> None:
+    checks = {
+        "scrape": (lambda v: isinstance(v, bool), "true or false"),
+        "port": (lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 < v < 65536, "a port number"),
+        "path": (lambda v: isinstance(v, str) and v.startswith("/"), "a path starting with /"),
+    }
+    for name, (valid, what) in checks.items():
+        if name not in given:
+            continue
+        if valid(given[name]):
+            section[name] = given[name]
+        else:
+            problems.append(f"data.metrics.{name} must be {what}; using the default {section[name]!r}")
 
 
 def _take_string(
@@ -130,6 +159,10 @@ def parse_config(data: dict[str, str] | None) -> OperatorConfig:
     predictors = _merge_section("predictors", data.get("predictors"), problems)["pytorch"]
     storage = _merge_section("storageInitializer", data.get("storageInitializer"), problems)
     ingress = _merge_section("ingress", data.get("ingress"), problems)
+    # Optional (added after the first release): a ConfigMap without it gets the defaults silently.
+    metrics = DEFAULTS["metrics"]
+    if "metrics" in data:
+        metrics = _merge_section("metrics", data["metrics"], problems)
     if ingress["mode"] not in _INGRESS_MODES:
         default_mode = DEFAULTS["ingress"]["mode"]
         modes = ", ".join(_INGRESS_MODES)
@@ -155,6 +188,7 @@ def parse_config(data: dict[str, str] | None) -> OperatorConfig:
             local_gateway=ingress["localGateway"],
             local_gateway_service=ingress["localGatewayService"],
         ),
+        metrics=MetricsConfig(scrape=metrics["scrape"], port=metrics["port"], path=metrics["path"]),
         problems=tuple(problems),
     )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +19,7 @@ from .config import CONFIGMAP_NAME, OperatorConfig, parse_config
 from .credentials import StorageCredentials, referenced_secrets, service_account_name, storage_credentials
 from .ingress import external_host, ingress_condition, ingress_urls, render_virtual_service
 from .kube import Kube, now
+from .metrics import observe_reconcile
 from .naming import ISVC_LABEL, predictor_service_name
 from .render import RenderError, render_knative_service
 from .status import predictor_condition, propagate_status, ready_transition
@@ -164,16 +166,26 @@ class Controller:
             isvc = self._isvcs.get(key)
             if isvc is None:
                 return
+            started, result = time.perf_counter(), "error"
             try:
-                self._reconcile(key, isvc)
+                result = self._reconcile(key, isvc)
                 self._failures.pop(key, None)
             except ApiException as exc:
+                result = "api_error"
                 self._retry_later(key, isvc, f"API error {exc.status} {exc.reason}")
             except Exception as exc:  # a bug must not stop the other isvcs: report and retry
                 self.logger.exception("reconciling %s/%s failed", *key)
                 self._retry_later(key, isvc, f"{type(exc).__name__}: {exc}")
+            finally:
+                observe_reconcile(result, time.perf_counter() - started)
 
-    def _reconcile(self, key: Key, isvc: dict[str, Any]) -> None:
+    def known_isvcs(self) -> list[dict[str, Any]]:
+        """The InferenceServices the watch delivered, as last seen (for the readiness metric)."""
+        with self._guard:
+            return list(self._isvcs.values())
+
+    def _reconcile(self, key: Key, isvc: dict[str, Any]) -> str:
+        """Bring the ksvc, VirtualService and status in line; the result for the metrics."""
         namespace, name = key
         ksvc_name = predictor_service_name(name)
         self._warn_config_problems(isvc)
@@ -215,8 +227,9 @@ class Controller:
         if applied or status_written or ingress_written:
             self.logger.info("reconciled %s/%s: ksvc %s, virtualservice %s, status %s", namespace, name,
                              _written(applied), _written(ingress_written), _written(status_written))
-        else:
-            self.logger.debug("reconciled %s/%s: no changes", namespace, name)
+            return "render_error" if render_error is not None else "changed"
+        self.logger.debug("reconciled %s/%s: no changes", namespace, name)
+        return "render_error" if render_error is not None else "unchanged"
 
     def _write_status(self, key: Key, isvc: dict[str, Any], old: dict[str, Any], status: dict[str, Any],
                       render_error: str | None) -> None:

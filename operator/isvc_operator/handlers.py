@@ -16,6 +16,7 @@ from .config import DEFAULT_NAMESPACE
 from .controller import Controller
 from .ingress import ISTIO_GROUP, ISTIO_PLURAL, ISTIO_VERSION
 from .kube import Kube, api_client
+from .metrics import metrics_address, serve
 from .naming import GROUP, ISVC_LABEL, KNATIVE_GROUP, KNATIVE_PLURAL, KNATIVE_VERSION, PLURAL, VERSION
 
 NAMESPACE_ENV = "ISVC_OPERATOR_NAMESPACE"
@@ -46,6 +47,7 @@ def start_controller(settings: kopf.OperatorSettings, logger: logging.Logger, **
     logging.getLogger("kubernetes.client.rest").setLevel(logging.INFO)
     _controller = Controller(Kube(api_client()), namespace, operator_logger)
     _controller.start()
+    serve(_controller.known_isvcs, *metrics_address(os.environ))
     logger.info("watching ConfigMap %s/inferenceservice-config", namespace)
 
 

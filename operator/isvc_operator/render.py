@@ -14,7 +14,7 @@ from typing import Any
 import jinja2
 import yaml
 
-from .config import OperatorConfig
+from .config import MetricsConfig, OperatorConfig
 from .credentials import StorageCredentials
 from .naming import predictor_labels, predictor_service_name
 from .quantity import parse_quantity
@@ -35,6 +35,10 @@ MIN_SCALE = "autoscaling.knative.dev/minScale"
 MAX_SCALE = "autoscaling.knative.dev/maxScale"
 AUTOSCALING_CLASS = "autoscaling.knative.dev/class"
 KPA = "kpa.knative.dev"
+SCRAPE = "prometheus.io/scrape"
+SCRAPE_PORT = "prometheus.io/port"
+SCRAPE_PATH = "prometheus.io/path"
+RUNTIME_METRICS_PORT = 8082  # the runtime's default (TorchServe's metrics port)
 # Annotations that describe the isvc object itself, not the revision: never copied.
 _NOT_COPIED_PREFIXES = ("kubectl.kubernetes.io/", "kopf.zalando.org/")
 # Replaced by the predictor spec, or about routing rather than the revision (a toggle must not create one).
@@ -100,8 +104,9 @@ def _less(a: Any, b: Any) -> bool:
         raise RenderError(f"spec.predictor.pytorch.resources: {exc}") from None
 
 
-def revision_annotations(isvc: dict[str, Any]) -> dict[str, str]:
-    """The isvc's annotations plus autoscaling from the predictor spec (minReplicas/maxReplicas win)."""
+def revision_annotations(isvc: dict[str, Any], metrics: MetricsConfig | None = None) -> dict[str, str]:
+    """The isvc's annotations plus autoscaling from the predictor spec (minReplicas/maxReplicas win) and,
+    with ``metrics.scrape``, Prometheus's scrape annotations for those the isvc does not set itself."""
     predictor = isvc["spec"]["predictor"]
     given = isvc.get("metadata", {}).get("annotations") or {}
     annotations = {
@@ -114,7 +119,24 @@ def revision_annotations(isvc: dict[str, Any]) -> dict[str, str]:
     annotations[MIN_SCALE] = str(1 if min_replicas is None else min_replicas)
     if (predictor.get("maxReplicas") or 0) > 0:
         annotations[MAX_SCALE] = str(predictor["maxReplicas"])
+    if metrics is not None and metrics.scrape:
+        annotations.setdefault(SCRAPE, "true")
+        annotations.setdefault(SCRAPE_PORT, str(metrics.port))
+        annotations.setdefault(SCRAPE_PATH, metrics.path)
     return annotations
+
+
+def runtime_env(
+    user_env: list[dict[str, Any]], protocol: str, metrics: MetricsConfig
+) -> list[dict[str, Any]]:
+    """PROTOCOL_VERSION and, for a metrics port other than the runtime's default, TS_METRICS_ADDRESS;
+    then the user's env, whose names win. (The runtime's ``isvc`` and ``revision`` metrics labels come
+    from K_SERVICE, ``{isvc}-predictor-default``, and K_REVISION, which Knative sets in every pod.)"""
+    given = {item.get("name") for item in user_env}
+    env = [{"name": "PROTOCOL_VERSION", "value": protocol}]
+    if metrics.port != RUNTIME_METRICS_PORT:
+        env.append({"name": "TS_METRICS_ADDRESS", "value": f"http://0.0.0.0:{metrics.port}"})
+    return [item for item in env if item["name"] not in given] + user_env
 
 
 def storage_source(storage_uri: str) -> tuple[str, dict[str, Any] | None]:
@@ -150,10 +172,7 @@ def knative_service_context(
     ports = pytorch.get("ports") or [{"containerPort": DEFAULT_HTTP_PORT, "name": "http1", "protocol": "TCP"}]
     http_port = int(ports[0]["containerPort"])
     protocol = pytorch.get("protocolVersion") or "v1"
-    user_env = list(pytorch.get("env") or [])
-    env = [{"name": "PROTOCOL_VERSION", "value": protocol}]
-    if any(item.get("name") == "PROTOCOL_VERSION" for item in user_env):
-        env = []
+    env = runtime_env(list(pytorch.get("env") or []), protocol, config.metrics)
     source, pvc_volume = storage_source(str(storage_uri))
     init_mounts = [{"name": PROVISION_VOLUME, "mountPath": MODEL_DIR}]
     volumes: list[dict[str, Any]] = [{"name": PROVISION_VOLUME, "emptyDir": {}}]
@@ -170,7 +189,7 @@ def knative_service_context(
         "namespace": metadata["namespace"],
         "labels": labels,
         "owner": {"name": name, "uid": metadata["uid"]},
-        "revision_annotations": revision_annotations(isvc),
+        "revision_annotations": revision_annotations(isvc, config.metrics),
         "container_concurrency": predictor.get("containerConcurrency"),
         "timeout_seconds": predictor.get("timeout"),
         "service_account_name": predictor.get("serviceAccountName"),
@@ -195,7 +214,7 @@ def knative_service_context(
                 "--http-port", str(http_port),
                 *[str(arg) for arg in pytorch.get("args") or []],
             ],
-            "env": env + user_env,
+            "env": env,
             "ports": ports,
             "http_port": http_port,
             "resources": container_resources(pytorch.get("resources")),
