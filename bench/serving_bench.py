@@ -98,7 +98,21 @@ def machine_description() -> dict[str, str]:
         "python": platform.python_version(),
         "java": java[0] if java else "unknown",
         "kernel": platform.release(),
+        "revision": source_revision(),
     }
+
+
+def source_revision() -> str:
+    """The commit measured, with ``+dirty`` when the working tree had changes (runtime edits too)."""
+    head = subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--", "runtime", "examples"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return (head or "unknown") + ("+dirty" if dirty else "")
 
 
 def load_average() -> str:
@@ -561,7 +575,7 @@ def results_section(
         "## Serving: our runtime vs TorchServe 0.12.0 (MNIST, `make bench`)",
         "",
         f"Run {when}: {machine['nproc']} CPUs ({machine['cpu']}), {machine['ram']} RAM,"
-        f" torch {machine['torch']},"
+        f" torch {machine['torch']}, source {machine['revision']},"
         f" Python {machine['python']}, {machine['java']}, kernel {machine['kernel']}.",
         f"Load average (1/5/15 min) before the run: {loads[0]}; after: {loads[1]}; 1-min load at the"
         f" load points: {loads[2]}.",
@@ -591,7 +605,8 @@ def results_section(
             f" {batch8['single_status']}. Not error-free, so not a candidate for (b)."
         )
     lines += ["", "Key ratios (ours / TorchServe; see bench/serving_report.py for the definitions):", ""]
-    lines += ["```json", json.dumps(ratios), "```"]
+    lines += ["```json", json.dumps(ratios), "```", "", "Against the targets:", ""]
+    lines += [f"- {line}" for line in serving_report.acceptance(ratios)]
     if notes:
         lines += ["", "Notes:"] + [f"- {note}" for note in notes]
     return "\n".join(lines)
@@ -677,6 +692,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         *bench.notes,
         "TorchServe has no v2 protocol over its KServe v1 envelope (the envelope is one per server):"
         " its v2 cells are n/a.",
+        "Throughput counts successful answers only: TorchServe's defaults (job_queue_size 10) refuse"
+        " most requests at c32 with fast 503s.",
+        "Cold start is launch -> first correct answer of the seed request, polled every 20 ms. Ours is"
+        " bound by imports: `import torch` (~1.2 s here) and the handler's torchvision, whose import"
+        " pulls in torch._dynamo (~1.0 s); TorchServe's worker pays the same imports after its JVM.",
+        "The loads are on the same 2 cores as the servers (wrk uses one thread); other jobs on the"
+        " machine add noise: compare ratios from one run, and see the load figures above.",
     ]
     ratios = serving_report.key_ratios(results, ceilings["best"])
     rows = serving_report.table_rows(results, args.concurrency)

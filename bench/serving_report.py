@@ -88,6 +88,30 @@ def pick_best(candidates: Results, concurrency: int = 32) -> str | None:
     return max(error_free, key=lambda key: float(error_free[key]["v1"][concurrency]["rps"]))
 
 
+# The acceptance targets of the serving issue: (key, comparison, bound, what it means).
+TARGETS = (
+    ("v1_c32_throughput_ratio", ">=", 2.0, "v1 c32 throughput >= 2x TorchServe's best"),
+    ("v1_c32_p99_ratio", "<=", 0.5, "v1 c32 p99 <= 0.5x TorchServe's best"),
+    ("default_c32_throughput_ratio", ">=", 10.0, "defaults at c32 >= 10x TorchServe's defaults"),
+    ("cold_start_ratio", "<=", 1 / 3, "cold start <= 1/3 of TorchServe's"),
+    ("explain_p50_ratio", "<=", 0.5, "explain p50 <= 0.5x TorchServe's (issue 6's goal)"),
+)
+
+
+def acceptance(ratios: Mapping[str, Any]) -> list[str]:
+    """One line per target: met, NOT met, or not measured."""
+    lines = []
+    for key, comparison, bound, meaning in TARGETS:
+        value = ratios.get(key)
+        if value is None:
+            verdict = "not measured"
+        else:
+            met = value >= bound if comparison == ">=" else value <= bound
+            verdict = f"{value:g}: {'met' if met else 'NOT met'}"
+        lines.append(f"{meaning} (`{key}` {comparison} {bound:.3g}): {verdict}")
+    return lines
+
+
 def _cell(point: Mapping[str, Any] | None) -> str:
     if point is None:
         return "n/a"

@@ -106,3 +106,13 @@ def test_best_torchserve_setup_is_the_fastest_error_free_one() -> None:
     }
     assert serving_report.pick_best(candidates, 32) == "ts_best_w2"
     assert serving_report.pick_best({"ts_best_w3": candidates["ts_best_w3"]}, 32) is None
+
+
+def test_acceptance_lines_say_met_not_met_or_not_measured() -> None:
+    lines = serving_report.acceptance(
+        {"v1_c32_throughput_ratio": 2.5, "v1_c32_p99_ratio": 0.7, "cold_start_ratio": None}
+    )
+    assert len(lines) == len(serving_report.TARGETS)
+    assert lines[0].endswith("2.5: met")
+    assert lines[1].endswith("0.7: NOT met")
+    assert lines[3].endswith("not measured")
