@@ -107,7 +107,11 @@ def ensure_wrk(log: object = print) -> str:
     if found:
         return found
     log("installing wrk with apt-get ...")  # type: ignore[operator]
-    subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=True, stdout=subprocess.DEVNULL)
+    install = ["apt-get", "install", "-y", "-q", "wrk"]
+    if subprocess.run(install, stdout=subprocess.DEVNULL, check=False).returncode != 0:
+        # a fresh machine has no package index yet
+        subprocess.run(["apt-get", "update", "-q"], stdout=subprocess.DEVNULL, check=True)
+        subprocess.run(install, stdout=subprocess.DEVNULL, check=True)
     found = shutil.which("wrk")
     if found is None:
         raise RuntimeError("wrk is not installed and apt-get could not install it")
