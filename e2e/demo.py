@@ -37,8 +37,9 @@ from typing import Any
 import httpx
 
 from e2e.localkube import REPO_ROOT, ControlPlane, free_port, install_signal_handlers, pid_alive
+from e2e.processes import tail, terminate
 from e2e.standin.ingress import REVISION_HEADER, Ingress
-from e2e.standin.processes import popen, tail, terminate
+from e2e.standin.processes import popen
 from e2e.standin.serving import ServingStandin
 
 NAMESPACE = "kfserving-test"  # the seed's namespace (its Host header: torchserve.kfserving-test.example.com)

@@ -18,7 +18,6 @@ import argparse
 import atexit
 import base64
 import contextlib
-import ctypes
 import datetime as dt
 import http.client
 import ipaddress
@@ -43,6 +42,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from e2e.processes import die_with_parent, tail, terminate
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUILD_SCRIPT = REPO_ROOT / "e2e" / "cluster" / "build.sh"
@@ -224,17 +225,6 @@ def kubeconfig_yaml(server: str, ca_pem: bytes, user: dict[str, str], name: str 
 
 # --- processes ----------------------------------------------------------------------------------
 
-_PR_SET_PDEATHSIG = 1
-# Resolved in the parent: the child between fork and exec should do as little as possible.
-_prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: SIGKILL it if the Python process dies without cleaning up."""
-    if _prctl is not None:
-        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
 @dataclass
 class _Component:
     name: str
@@ -242,11 +232,7 @@ class _Component:
     log: Path
 
     def tail(self, lines: int = 30) -> str:
-        try:
-            text = self.log.read_text(errors="replace").splitlines()
-        except OSError:
-            return ""
-        return "\n".join(text[-lines:])
+        return tail(self.log, lines)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -339,7 +325,7 @@ class ControlPlane:
         if not self._started:
             return
         for comp in reversed(self._components):
-            _terminate_group(comp.proc, timeout)
+            terminate(comp.proc, timeout)
         for comp in self._components:
             with contextlib.suppress(OSError, subprocess.TimeoutExpired):
                 comp.proc.wait(timeout=0)
@@ -512,7 +498,7 @@ class ControlPlane:
                 stderr=subprocess.STDOUT,
                 cwd=self.workdir,
                 start_new_session=True,  # its own process group: stop() kills the whole group
-                preexec_fn=_die_with_parent if on_main_thread else None,
+                preexec_fn=die_with_parent if on_main_thread else None,
             )
         self._components.append(_Component(name, proc, log))
 
@@ -579,24 +565,6 @@ def _https_request(
             return resp.status, raw
     finally:
         conn.close()
-
-
-def _terminate_group(proc: subprocess.Popen[bytes], timeout: float) -> None:
-    """SIGTERM the process group, SIGKILL it after `timeout`, reap the leader."""
-    if proc.poll() is not None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)  # stragglers of a leader that already exited
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:

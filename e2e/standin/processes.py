@@ -8,24 +8,14 @@ as long as the owner: if the owner is SIGKILLed, every child goes with it.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import os
 import queue
-import signal
 import subprocess
 import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 
-_PR_SET_PDEATHSIG = 1
-_prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)
-
-
-def _die_with_parent() -> None:
-    if _prctl is not None:
-        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+from e2e.processes import die_with_parent
 
 
 def popen(argv: Sequence[str], *, log: Path, env: Mapping[str, str] | None = None,
@@ -37,7 +27,7 @@ def popen(argv: Sequence[str], *, log: Path, env: Mapping[str, str] | None = Non
         return subprocess.Popen(
             list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             env=dict(env) if env is not None else None, cwd=cwd, start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
 
 
@@ -67,25 +57,3 @@ class Spawner:
         """Stop the thread (children still running are SIGKILLed by the kernel)."""
         self._requests.put(None)
         self._thread.join(timeout=10)
-
-
-def terminate(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    """SIGTERM the process group, SIGKILL it after ``timeout``, reap the leader."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)  # stragglers in the group
-
-
-def tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""

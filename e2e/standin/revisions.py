@@ -15,8 +15,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from e2e.processes import tail, terminate
+
 from .pods import PodPlan
-from .processes import Spawner, tail, terminate
+from .processes import Spawner
 
 log = logging.getLogger(__name__)
 
