@@ -13,21 +13,21 @@ lives in a temporary directory that is removed at the end.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import platform
 import resource
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))  # the tests' process helpers (tests/support/)
+
+from support.processes import free_port, running  # noqa: E402
+
 FILESERVER = REPO / "tests" / "storage" / "storage_fileserver.py"
 RESULTS = REPO / "bench" / "results.md"
 VENV_BIN = Path(sys.executable).parent
@@ -37,37 +37,6 @@ HEADER = """# Benchmark results
 Machine: 2 CPU cores, 24 GiB RAM, no GPU (shared by the team while measuring). Each section says how
 to reproduce its numbers.
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def server(cmd: list[str], port: int) -> Iterator[None]:
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{cmd[0]} exited with {proc.returncode}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-        yield
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def timed(cmd: list[str], env: dict[str, str], cleanup: Path) -> tuple[float, float]:
@@ -121,7 +90,7 @@ def bench_s3(work: Path, obj: Path, runs: int) -> dict[str, float]:
 
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
-    with server([str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], port):
+    with running([str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], port, timeout=60):
         creds = {"aws_access_key_id": "AKIABENCH", "aws_secret_access_key": "bench-secret"}
         client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **creds)
         client.create_bucket(Bucket="bench", ACL="public-read")
@@ -158,7 +127,7 @@ def bench_https(work: Path, obj: Path, runs: int) -> dict[str, float]:
     cmd = [sys.executable, str(FILESERVER), str(obj.parent), str(port)]
     cmd += ["--cert", str(tls["cert"]), "--key", str(tls["key"])]
     url = f"https://127.0.0.1:{port}/{obj.name}"
-    with server(cmd, port):
+    with running(cmd, port, timeout=60):
         env = {**os.environ, "STORAGE_CA_BUNDLE": str(tls["ca"])}
         return compare(
             ["curl", "-sSf", "--cacert", str(tls["ca"]), url],

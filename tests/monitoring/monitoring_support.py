@@ -5,19 +5,18 @@ dashboard substituted the way Grafana would."""
 from __future__ import annotations
 
 import math
-import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import httpx
+from support.processes import LoggedProcess
+from support.processes import free_port as free_port
+from support.runtime import RuntimeProcess, build_archive
+from support.runtime import build_mnist_store as build_mnist_store
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHARED_DIR = REPO_ROOT.parent / "shared"
@@ -25,7 +24,6 @@ SEED_REQUEST = SHARED_DIR / "data" / "requests" / "v1" / "mnist.json"
 RULES = REPO_ROOT / "monitoring" / "prometheus" / "isvc-rules.yaml"
 DASHBOARD = REPO_ROOT / "monitoring" / "grafana" / "torch-isvc.json"
 ASSETS = Path(__file__).resolve().parent / "assets"
-ARCHIVER = Path(sys.executable).parent / "torch-model-archiver"
 
 
 def require(tool: str) -> str:
@@ -34,12 +32,6 @@ def require(tool: str) -> str:
     if found is None:
         raise AssertionError(f"{tool} is not installed: run `make prometheus` (apt-get install prometheus)")
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.2) -> None:
@@ -54,76 +46,24 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: f
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-class Process:
-    """A child process whose output goes to a log file; stopped with SIGTERM, then SIGKILL."""
-
-    def __init__(self, command: list[str], log_path: Path, env: Mapping[str, str] | None = None) -> None:
-        self.log_path = log_path
-        self._log = log_path.open("wb")
-        self.process = subprocess.Popen(
-            command, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
-        )
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def alive(self) -> bool:
-        if self.process.poll() is not None:
-            raise AssertionError(
-                f"{self.process.args[0]} exited with {self.process.returncode}:\n{self.log()}"
-            )
-        return True
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        self._log.close()
-
-
-class Runtime(Process):
+class Runtime(RuntimeProcess):
     """``python -m isvc_runtime`` as one revision of an InferenceService (Knative's env, as in a pod)."""
 
     def __init__(self, store: Path, log_path: Path, *, isvc: str, revision: str) -> None:
-        self.port = free_port()
         self.metrics_port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         self.revision = revision
-        command = [
-            sys.executable,
-            "-m",
-            "isvc_runtime",
-            "--model-store",
-            str(store),
-            "--host",
-            "127.0.0.1",
-            "--http-port",
-            str(self.port),
-            "--metrics-port",
-            str(self.metrics_port),
-            "--model-name",
-            isvc,
-        ]
         env = {"ISVC_NAME": isvc, "K_REVISION": revision, "K_SERVICE": f"{isvc}-predictor-default"}
-        super().__init__(command, log_path, env)
+        super().__init__(
+            store, log_path, "--metrics-port", str(self.metrics_port), "--model-name", isvc, env=env
+        )
 
     def wait_settled(self, timeout: float = 120) -> None:
         """Until no model is still loading (every model loaded or failed)."""
-
-        def settled() -> bool:
-            self.alive()
-            response = httpx.get(f"{self.url}/v2/health/ready", timeout=2)
-            return response.status_code == 200 or "loading" not in response.text
-
-        wait_until(settled, timeout, f"runtime {self.revision} to load its models")
+        self.wait_loaded(timeout)
 
 
-class Prometheus(Process):
+class Prometheus(LoggedProcess):
     """Prometheus on a loopback port, scraping ``targets`` every second and evaluating ``rule_files``."""
 
     def __init__(self, work_dir: Path, targets: list[str], rule_files: list[Path]) -> None:
@@ -186,44 +126,10 @@ def substitute(expr: str, variables: Mapping[str, str]) -> str:
     return re.sub(r"\$\{(\w+)\}|\$(\w+)", replace, expr)
 
 
-def build_archive(export_dir: Path, name: str, handler: Path, version: str) -> Path:
-    """The real ``torch-model-archiver``."""
-    export_dir.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        [
-            str(ARCHIVER),
-            "--model-name",
-            name,
-            "--version",
-            version,
-            "--handler",
-            str(handler),
-            "--export-path",
-            str(export_dir),
-            "--force",
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return export_dir / f"{name}.mar"
-
-
-def build_mnist_store(out_dir: Path) -> Path:
-    """The example's seed layout (config/ + model-store/mnist.mar), built by its own script."""
-    subprocess.run(
-        [sys.executable, str(REPO_ROOT / "examples" / "mnist" / "build_model_store.py"), str(out_dir)],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return out_dir
-
-
 def build_bad_canary_store(out_dir: Path) -> Path:
     """A canary revision gone wrong: ``mnist`` 2.0 answers every request slowly with a 500, and a
     second archive, ``scorer``, is corrupt and never loads."""
-    build_archive(out_dir / "model-store", "mnist", ASSETS / "bad_canary_handler.py", "2.0")
+    build_archive(out_dir / "model-store", "mnist", handler=ASSETS / "bad_canary_handler.py", version="2.0")
     (out_dir / "model-store" / "scorer.mar").write_bytes(b"not a zip archive")
     (out_dir / "config").mkdir(parents=True, exist_ok=True)
     (out_dir / "config" / "config.properties").write_text(

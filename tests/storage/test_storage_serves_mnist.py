@@ -4,11 +4,8 @@ process serves the seed request from there: {"predictions": [2]}."""
 
 from __future__ import annotations
 
-import signal
-import subprocess
 import sys
 import tarfile
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +14,8 @@ from typing import Any
 import httpx
 import pytest
 from isvc_runtime.storage.placement import COMPLETE_MARKER
-from storage_support import FileServer, clean_env, free_port, run_initializer, tree_bytes
+from storage_support import FileServer, clean_env, run_initializer, tree_bytes
+from support.runtime import RuntimeProcess
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -35,36 +33,17 @@ def mnist_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[Any]:
-    procs: list[subprocess.Popen[bytes]] = []
+    runtimes: list[RuntimeProcess] = []
 
     def start(model_dir: Path) -> str:
-        port = free_port()
-        log = (tmp_path / "runtime.log").open("wb")
-        cmd = [sys.executable, "-m", "isvc_runtime", "--model-store", str(model_dir)]
-        cmd += ["--host", "127.0.0.1", "--http-port", str(port), "--model-name", "torchserve"]
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-        procs.append(proc)
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"runtime exited: {(tmp_path / 'runtime.log').read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
-                    return url
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        pytest.fail(f"runtime not ready: {(tmp_path / 'runtime.log').read_text()[-3000:]}")
+        runtime = RuntimeProcess(model_dir, tmp_path / "runtime.log", "--model-name", "torchserve")
+        runtimes.append(runtime)
+        runtime.wait_ready(timeout=120)
+        return runtime.url
 
     yield start
-    for proc in procs:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    for runtime in runtimes:
+        runtime.stop(timeout=20)
 
 
 def _upload_s3(s3_client: Any, store: Path) -> str:
