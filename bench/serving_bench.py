@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import importlib.util
 import json
 import os
 import platform
@@ -42,6 +41,11 @@ import serving_report
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
+sys.path.insert(0, str(REPO_ROOT / "tests"))  # the runtime's command line, as the tests start it
+
+from support.modules import load_module  # noqa: E402
+from support.runtime import runtime_command  # noqa: E402
+
 SHARED = REPO_ROOT.parent / "shared"
 SEED_REQUEST = SHARED / "data" / "requests" / "v1" / "mnist.json"
 RESULTS_MD = BENCH_DIR / "results.md"
@@ -56,14 +60,6 @@ OURS_TUNED_ARGS = ("--batch-size", "32", "--max-batch-delay", "5")
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def _load_module(path: Path, name: str) -> Any:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # ---------------------------------------------------------------------------------------- machine
@@ -125,7 +121,7 @@ def load_average() -> str:
 
 def build_stores(work: Path) -> tuple[Path, Path]:
     """Our model store (the example's own builder) and TorchServe's model-store directory."""
-    builder = _load_module(MNIST_DIR / "build_model_store.py", "bench_build_model_store")
+    builder = load_module(MNIST_DIR / "build_model_store.py", "bench_build_model_store")
     ours = work / "ours"
     builder.build_model_store(ours, model_store=str(ours / "model-store"))
     ts_store = work / "torchserve" / "model-store"
@@ -163,7 +159,7 @@ def ts_config(
 ) -> tuple[str, int]:
     """The seed's config.properties for TorchServe on free loopback ports, with the KServe v1 envelope
     (what KServe's TorchServe predictor sets); returns (text, inference port)."""
-    builder = _load_module(MNIST_DIR / "build_model_store.py", "bench_build_model_store")
+    builder = load_module(MNIST_DIR / "build_model_store.py", "bench_build_model_store")
     ports = [serving_procs.free_port() for _ in range(5)]
     text = builder.config_properties(
         model_store=str(ts_store),
@@ -226,20 +222,7 @@ def our_server(name: str, work: Path, store: Path, args: Sequence[str]) -> servi
     run_dir.mkdir(parents=True)
     return serving_procs.Server(
         name=name,
-        command=[
-            sys.executable,
-            "-m",
-            "isvc_runtime",
-            "--model-store",
-            str(store),
-            "--host",
-            "127.0.0.1",
-            "--http-port",
-            str(port),
-            "--work-dir",
-            str(run_dir / "work"),
-            *args,
-        ],
+        command=runtime_command(store, port, "--work-dir", str(run_dir / "work"), *args),
         port=port,
         log_path=run_dir / "server.log",
         cwd=run_dir,

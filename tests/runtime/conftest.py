@@ -2,29 +2,21 @@
 
 from __future__ import annotations
 
-import importlib.util
 import warnings
 from pathlib import Path
 
 import pytest
 import torch
 from runtime_support import ASSETS
-
-
-def _module(path: Path):
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from support.modules import load_module
 
 
 @pytest.fixture(scope="session")
 def weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """State dicts, a TorchScript file and a torch.export program of the tiny test models."""
     out = tmp_path_factory.mktemp("weights")
-    quadrant = _module(ASSETS / "quadrant_net.py").QuadrantNet().eval()
-    scale_sum = _module(ASSETS / "scale_sum.py").ScaleSum()
+    quadrant = load_module(ASSETS / "quadrant_net.py").QuadrantNet().eval()
+    scale_sum = load_module(ASSETS / "scale_sum.py").ScaleSum()
     with torch.no_grad():
         scale_sum.scale.fill_(2.0)
         quadrant.weight.copy_(torch.tensor([1.0, 1.0, 1.0, 1.0]))

@@ -8,18 +8,17 @@ weights and normalisation), so a mixed-up batch (answers swapped between request
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 import shutil
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import pytest
 import torch
 from runtime_support import ASSETS, REPO_ROOT, RuntimeProcess, build_archive, build_mnist_store
+from support.modules import load_module
 
 MNIST = REPO_ROOT / "examples" / "mnist"
 MAX_BATCH = 16
@@ -27,17 +26,9 @@ CLIENTS = 32
 IMAGES = 120
 
 
-def _module(path: Path, name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def mnist_data() -> ModuleType:
-    return _module(MNIST / "data.py", "mnist_example_data_batching")
+    return load_module(MNIST / "data.py", "mnist_example_data_batching")
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +37,7 @@ def digits(mnist_data: ModuleType) -> tuple[np.ndarray, list[int]]:
     images, labels = mnist_data.heldout_split()
     picked = np.concatenate([np.flatnonzero(labels == d)[: IMAGES // 10] for d in range(10)])
     np.random.default_rng(7).shuffle(picked)
-    net = _module(MNIST / "mnist.py", "mnist_example_net_batching").Net()
+    net = load_module(MNIST / "mnist.py", "mnist_example_net_batching").Net()
     net.load_state_dict(torch.load(MNIST / "mnist_cnn.pt", map_location="cpu", weights_only=True))
     net.eval()
     with torch.inference_mode():

@@ -4,7 +4,6 @@ operator starts it (``--model-name`` = the InferenceService's name)."""
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -13,6 +12,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 from runtime_support import REPO_ROOT, SEED_REQUEST, RuntimeProcess, build_mnist_store
+from support.modules import load_module
 
 MAX_REQUEST_SIZE = 300_000
 
@@ -32,11 +32,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RuntimeProcess]
 
 @pytest.fixture(scope="module")
 def mnist_data() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("mnist_example_data", REPO_ROOT / "examples/mnist/data.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(REPO_ROOT / "examples/mnist/data.py", "mnist_example_data")
 
 
 @pytest.fixture(scope="module")
