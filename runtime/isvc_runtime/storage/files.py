@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
@@ -31,6 +31,16 @@ def safe_relpath(key: str) -> str:
         return _safe_relpath(key)
     except UnsafeArchiveError as e:
         raise StorageError(f"refusing object {key!r}: {e.reason}") from None
+
+
+def split_bucket_uri(uri: str, scheme: str) -> tuple[str, str]:
+    """``{scheme}bucket/prefix`` (``scheme`` such as ``"gs://"``) as (bucket, prefix); a StorageError
+    when the URI names no bucket."""
+    rest = uri[len(scheme) :]
+    bucket, _, prefix = rest.partition("/")
+    if not bucket:
+        raise StorageError(f"{uri}: no bucket in the URI")
+    return bucket, prefix
 
 
 def relative_key(key: str, prefix: str) -> str | None:
@@ -104,3 +114,28 @@ def insecure_warning_once(setting: str) -> None:
     print(
         f"storage-initializer: TLS certificate verification is off ({setting})", file=sys.stderr, flush=True
     )
+
+
+def download_listing(
+    uri: str,
+    objects: Sequence[tuple[str, str, int]],
+    prefix: str,
+    model: Path,
+    progress: Progress,
+    download: Callable[[str, Path], None],
+) -> None:
+    """Fetch a bucket listing of (key, relative path, size) into ``model`` with ``download(key, target)``:
+    a prefix that names one object exactly is a single file (placed by :func:`place_single_file`), any
+    other listing is copied key by key, ``STORAGE_CONCURRENCY`` (default 4) at a time. An empty listing
+    is a StorageError."""
+    if not objects:
+        raise StorageError(f"{uri}: no objects found under this prefix")
+    progress.add_total(sum(size for _key, _rel, size in objects))
+    if len(objects) == 1 and objects[0][0] == prefix:
+        key, rel, _size = objects[0]
+        target = download_path(model, rel)
+        download(key, target)
+        place_single_file(target, rel, model)
+        return
+    workers = int(os.environ.get("STORAGE_CONCURRENCY", "4"))
+    run_all(download, [(key, model / rel) for key, rel, _size in objects], workers)

@@ -14,11 +14,10 @@ from typing import Any
 from isvc_runtime.storage.errors import StorageError, TransientError
 from isvc_runtime.storage.files import (
     CountingWriter,
-    download_path,
-    place_single_file,
+    download_listing,
     relative_key,
-    run_all,
     safe_relpath,
+    split_bucket_uri,
 )
 from isvc_runtime.storage.progress import Progress
 from isvc_runtime.storage.retry import with_retries
@@ -76,11 +75,7 @@ def classify(e: BaseException, what: str) -> StorageError:
 
 
 def split_uri(uri: str) -> tuple[str, str]:
-    rest = uri[len("gs://") :]
-    bucket, _, prefix = rest.partition("/")
-    if not bucket:
-        raise StorageError(f"{uri}: no bucket in the URI")
-    return bucket, prefix
+    return split_bucket_uri(uri, "gs://")
 
 
 def fetch(uri: str, model: Path, progress: Progress) -> None:
@@ -102,9 +97,6 @@ def fetch(uri: str, model: Path, progress: Progress) -> None:
             raise classify(e, f"listing gs://{bucket_name}/{prefix}") from None
 
     objects = with_retries(listing, f"listing gs://{bucket_name}/{prefix}")
-    if not objects:
-        raise StorageError(f"{uri}: no objects found under this prefix")
-    progress.add_total(sum(size for _n, _r, size in objects))
 
     def download(name: str, target: Path) -> None:
         def attempt() -> None:
@@ -119,14 +111,4 @@ def fetch(uri: str, model: Path, progress: Progress) -> None:
 
         with_retries(attempt, f"gs://{bucket_name}/{name}")
 
-    if len(objects) == 1 and objects[0][0] == prefix:
-        name, rel, _size = objects[0]
-        target = download_path(model, rel)
-        download(name, target)
-        place_single_file(target, rel, model)
-        return
-    run_all(
-        download,
-        [(name, model / rel) for name, rel, _size in objects],
-        int(os.environ.get("STORAGE_CONCURRENCY", "4")),
-    )
+    download_listing(uri, objects, prefix, model, progress, download)

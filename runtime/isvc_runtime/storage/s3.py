@@ -18,12 +18,11 @@ from typing import Any
 
 from isvc_runtime.storage.errors import StorageError, TransientError
 from isvc_runtime.storage.files import (
-    download_path,
+    download_listing,
     insecure_warning_once,
-    place_single_file,
     relative_key,
-    run_all,
     safe_relpath,
+    split_bucket_uri,
 )
 from isvc_runtime.storage.progress import Progress
 from isvc_runtime.storage.retry import with_retries
@@ -138,11 +137,7 @@ def classify(e: BaseException, what: str) -> StorageError:
 
 
 def split_uri(uri: str) -> tuple[str, str]:
-    rest = uri[len("s3://") :]
-    bucket, _, prefix = rest.partition("/")
-    if not bucket:
-        raise StorageError(f"{uri}: no bucket in the URI")
-    return bucket, prefix
+    return split_bucket_uri(uri, "s3://")
 
 
 def list_objects(client: Any, bucket: str, prefix: str) -> list[tuple[str, str, int]]:
@@ -228,9 +223,6 @@ def fetch(uri: str, model: Path, progress: Progress) -> None:
         if size is None:
             raise
         objects = [(prefix, safe_relpath(prefix.rsplit("/", 1)[-1]), size)]
-    if not objects:
-        raise StorageError(f"{uri}: no objects found under this prefix")
-    progress.add_total(sum(size for _k, _r, size in objects))
 
     def download(key: str, target: Path) -> None:
         # One streamed GET per object, like curl: measured faster than s3transfer's ranged GETs against
@@ -260,11 +252,4 @@ def fetch(uri: str, model: Path, progress: Progress) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         with_retries(attempt, f"s3://{bucket}/{key}")
 
-    if len(objects) == 1 and objects[0][0] == prefix:
-        key, rel, _size = objects[0]
-        target = download_path(model, rel)
-        download(key, target)
-        place_single_file(target, rel, model)
-        return
-    workers = int(os.environ.get("STORAGE_CONCURRENCY", "4"))
-    run_all(download, [(key, model / rel) for key, rel, _size in objects], workers)
+    download_listing(uri, objects, prefix, model, progress, download)
