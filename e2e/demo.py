@@ -37,6 +37,7 @@ from typing import Any
 import httpx
 
 from e2e.localkube import REPO_ROOT, ControlPlane, free_port, install_signal_handlers, pid_alive
+from e2e.polling import wait_for
 from e2e.processes import tail, terminate
 from e2e.standin.ingress import REVISION_HEADER, Ingress
 from e2e.standin.processes import popen
@@ -112,17 +113,6 @@ class Child:
     def stop(self) -> None:
         if self.proc is not None:
             terminate(self.proc, timeout=15)
-
-
-def wait_for(probe: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 def http_ok(url: str) -> bool:

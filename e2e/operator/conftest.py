@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
+from e2e import polling
 from e2e.conftest import Kubectl
 from e2e.knative.standin import KnativeStandin
 from e2e.localkube import REPO_ROOT, ControlPlane, free_port
@@ -29,16 +29,13 @@ RUNNING: list[OperatorProcess] = []  # the session's operator, for failure messa
 
 def wait_for(probe: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.1,
              what: str = "condition") -> T:
-    """Poll until probe returns something truthy; fail with `what` after timeout seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            log = f"\n--- operator log (tail) ---\n{RUNNING[-1].tail()}" if RUNNING else ""
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}{log}")
-        time.sleep(interval)
+    """Poll until probe returns something truthy; fail with `what` (and the operator's log) after
+    timeout seconds."""
+    try:
+        return polling.wait_for(probe, timeout, what, interval)
+    except TimeoutError as timed_out:
+        log = f"\n--- operator log (tail) ---\n{RUNNING[-1].tail()}" if RUNNING else ""
+        pytest.fail(f"{timed_out}{log}")
 
 
 def get_json(kubectl: Kubectl, *args: str) -> dict[str, Any] | None:

@@ -16,7 +16,6 @@ import logging
 import os
 import sys
 import threading
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -220,12 +219,3 @@ class ServingStandin(KnativeStandin):
         for (_, revision), (metadata, template) in missing:
             self._ensure_pod(metadata, revision, json.loads(template))
 
-
-def wait_until(predicate: Any, timeout: float, interval: float = 0.2) -> Any:
-    """Poll ``predicate`` until it returns something truthy (returned) or ``timeout`` passes (None)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
