@@ -84,13 +84,19 @@ def _ask(server: RuntimeProcess, model: str, protocol: int, png: bytes) -> tuple
     return response.status_code, response.json()
 
 
+def _ask_all_at_once(server: RuntimeProcess, model: str, pngs: list[bytes]) -> list[tuple[int, object]]:
+    """Every image from CLIENTS threads at once, the protocols in turn (v1, v2, native): the answers
+    in the images' order."""
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        return list(pool.map(lambda i: _ask(server, model, i % 3, pngs[i]), range(len(pngs))))
+
+
 def test_concurrent_distinct_digits_each_get_their_own_answer_over_v1_v2_and_native(
     server: RuntimeProcess, mnist_data: ModuleType, digits: tuple[np.ndarray, list[int]]
 ) -> None:
     images, expected = digits
     pngs = [mnist_data.png_bytes(image) for image in images]
-    with ThreadPoolExecutor(CLIENTS) as pool:
-        answers = list(pool.map(lambda i: _ask(server, "mnist", i % 3, pngs[i]), range(len(pngs))))
+    answers = _ask_all_at_once(server, "mnist", pngs)
     statuses = [status for status, _ in answers]
     assert statuses == [200] * len(pngs), [a for a in answers if a[0] != 200][:3]
     assert [int(answer) for _, answer in answers] == expected  # type: ignore[call-overload]
@@ -102,8 +108,7 @@ def test_the_same_digits_are_really_batched_and_still_answered_one_by_one(
     """The probe model shows the batches: requests shared handler calls, none above the maximum."""
     images, expected = digits
     pngs = [mnist_data.png_bytes(image) for image in images]
-    with ThreadPoolExecutor(CLIENTS) as pool:
-        answers = list(pool.map(lambda i: _ask(server, "mnistprobe", i % 3, pngs[i]), range(len(pngs))))
+    answers = _ask_all_at_once(server, "mnistprobe", pngs)
     assert [status for status, _ in answers] == [200] * len(pngs)
     # v2 carries a non-tensor answer as a BYTES element holding its JSON
     reports = [json.loads(answer) if isinstance(answer, str) else answer for _, answer in answers]
