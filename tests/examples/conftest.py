@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import signal
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 
-import httpx
 import pytest
+from support.runtime import RuntimeProcess
 
 EXAMPLE_DIR = Path(__file__).resolve().parents[2] / "examples" / "mnist"
 # The example's scripts import each other by plain name (``from data import ...``), as they do when run.
@@ -45,46 +41,6 @@ def model_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_model_store.build_model_store(tmp_path_factory.mktemp("mnist-store"))
 
 
-class RuntimeProcess:
-    """``python -m isvc_runtime`` on a free loopback port; its log is kept for failure messages."""
-
-    def __init__(self, model_store: Path, log_path: Path, *extra_args: str) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        command = [sys.executable, "-m", "isvc_runtime", "--model-store", str(model_store)]
-        command += ["--host", "127.0.0.1", "--http-port", str(self.port), *extra_args]
-        with log_path.open("wb") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
-
-    def wait_ready(self, timeout_s: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"runtime exited with {self.process.returncode}:\n{self.log()}")
-            try:
-                if httpx.get(f"{self.url}/v2/health/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        pytest.fail(f"runtime not ready after {timeout_s:.0f}s:\n{self.log()}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-
-
 @pytest.fixture(scope="session")
 def start_runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., RuntimeProcess]]:
     started: list[RuntimeProcess] = []
@@ -94,12 +50,12 @@ def start_runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable
             model_store, tmp_path_factory.mktemp("runtime-log") / "runtime.log", *extra_args
         )
         started.append(runtime)
-        runtime.wait_ready()
+        runtime.wait_ready(timeout=120)
         return runtime
 
     yield start
     for runtime in started:
-        runtime.stop()
+        runtime.stop(timeout=20)
 
 
 @pytest.fixture(scope="session")
