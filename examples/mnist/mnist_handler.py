@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from isvc_runtime.handlers import transforms
 from isvc_runtime.handlers.image_classifier import ImageClassifier
-from torchvision import transforms
 
 
 class MNISTDigitClassifier(ImageClassifier):

@@ -183,27 +183,37 @@ class _Server:
         self.server.run()
 
 
-def build_app(
-    registry: ModelRegistry, prepared: list[Prepared], config: RuntimeConfig, torch_threads: int
-) -> RuntimeApp:
+def start_loading(
+    prepared: list[Prepared], config: RuntimeConfig, torch_threads: int, *, enable_gc: bool = False
+) -> threading.Thread:
+    """Load every model on a background thread, started before the server binds so that loading
+    overlaps the server's own start-up; readiness stays honest (each model answers 503 until loaded).
+    ``enable_gc``: switch the collector back on afterwards (``python -m`` starts with it off)."""
+
     def load_all() -> None:
         try:
             configure_torch(torch_threads)
             load_prepared(prepared, limit_max_image_pixels=config.limit_max_image_pixels)
-            # torch, torchvision and the models leave ~350k long-lived objects; a full collection over
-            # them takes ~200 ms with the GIL held, a stall every few thousand requests. Freezing them
-            # keeps later collections to what requests allocate. No collection first: the models are
-            # already answering, and it would hold the first requests (the cold start) for ~200 ms.
+            # torch and the models leave ~300k long-lived objects; a full collection over them takes
+            # ~200 ms with the GIL held, a stall every few thousand requests. Freezing them keeps later
+            # collections to what requests allocate. No collection first: the models are already
+            # answering, and it would hold the first requests (the cold start) for ~200 ms.
             gc.freeze()
         except BaseException as exc:  # keep the server up and honest: every unloaded model reports it
             for item in prepared:
                 if item.runner.state == "loading":
                     item.runner.set_failed(f"{type(exc).__name__}: {exc}")
             log.exception("model loading stopped")
+        finally:
+            if enable_gc:
+                gc.enable()
 
-    async def on_startup() -> None:
-        threading.Thread(target=load_all, name="model-loader", daemon=True).start()
+    thread = threading.Thread(target=load_all, name="model-loader", daemon=True)
+    thread.start()
+    return thread
 
+
+def build_app(registry: ModelRegistry, config: RuntimeConfig) -> RuntimeApp:
     async def on_shutdown() -> None:
         await registry.stop()
 
@@ -211,12 +221,13 @@ def build_app(
         registry,
         make_router(v1_actions(), metrics_routes(), v2_actions=v2_actions()),
         max_request_size=config.max_request_size,
-        on_startup=on_startup,
         on_shutdown=on_shutdown,
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, gc_disabled: bool = False) -> int:
+    """``gc_disabled``: the caller switched the collector off for the imports; it comes back on once
+    the models are loaded."""
     args = parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(),
@@ -254,10 +265,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         host = args.host or config.host
         log.info("serving %s on %s:%d (torch threads %d)", ", ".join(registry.names()), host, port, threads)
         install_metrics(registry, host=host, port=args.metrics_port)
+        start_loading(prepared, config, threads, enable_gc=gc_disabled)
         import uvicorn
 
         uvicorn_config = uvicorn.Config(
-            build_app(registry, prepared, config, threads),
+            build_app(registry, config),
             host=host,
             port=port,
             loop="uvloop",
@@ -275,8 +287,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutil.rmtree(work_dir, ignore_errors=True)
 
 
-def run() -> None:
+def run(*, gc_disabled: bool = False) -> None:
     try:
-        sys.exit(main())
+        sys.exit(main(gc_disabled=gc_disabled))
     except KeyboardInterrupt:
         sys.exit(130)

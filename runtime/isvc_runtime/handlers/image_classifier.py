@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import io
+import sys
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from torchvision import transforms
 
 from ..errors import InputError
+from . import transforms
 from .base import BaseHandler, decode_base64, row_payload, stack_rows, to_tensor
 
 
@@ -98,16 +99,29 @@ class VisionHandler(BaseHandler):
 _PLANS: dict[int, tuple[Any, list[tuple[torch.Tensor, torch.Tensor]] | None]] = {}
 
 
+def _transform_types() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
+    """``(Compose, ToTensor, Normalize)`` classes the batch path knows: the runtime's own, plus
+    torchvision's when a handler already imported it (never imported here: it costs a second)."""
+    compose, to_tensor_, normalize = [transforms.Compose], [transforms.ToTensor], [transforms.Normalize]
+    vision = sys.modules.get("torchvision.transforms")
+    if vision is not None:
+        compose.append(vision.Compose)
+        to_tensor_.append(vision.ToTensor)
+        normalize.append(vision.Normalize)
+    return tuple(compose), tuple(to_tensor_), tuple(normalize)
+
+
 def _batch_plan(processing: Any) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
     """``[(mean, std), ...]`` when ``processing`` is ToTensor followed only by Normalize steps."""
     cached = _PLANS.get(id(processing))
     if cached is not None and cached[0] is processing:
         return cached[1]
-    steps = list(processing.transforms) if isinstance(processing, transforms.Compose) else [processing]
+    compose, to_tensor_, normalize = _transform_types()
+    steps = list(processing.transforms) if isinstance(processing, compose) else [processing]
     plan: list[tuple[torch.Tensor, torch.Tensor]] | None = None
-    if steps and type(steps[0]) is transforms.ToTensor:
+    if steps and type(steps[0]) in to_tensor_:
         rest = steps[1:]
-        if all(type(step) is transforms.Normalize for step in rest):
+        if all(type(step) in normalize for step in rest):
             plan = [
                 (
                     torch.as_tensor(step.mean, dtype=torch.float32),
