@@ -8,7 +8,7 @@ from captum.attr import IntegratedGradients
 from isvc_runtime.config import RuntimeConfig, build_config, model_settings
 from isvc_runtime.errors import ConfigError, InputError
 from isvc_runtime.explain.attribution import attribute
-from isvc_runtime.explain.service import CAPTUM, HANDLE, INSIGHTS, strategy
+from isvc_runtime.explain.service import CAPTUM, HANDLE, INSIGHTS, explain_threads, strategy, torch_threads
 from isvc_runtime.explain.settings import (
     DEFAULT_N_STEPS,
     INPUT_ELEMENTS_PER_PASS,
@@ -65,6 +65,7 @@ def test_model_settings_carry_explain_from_the_models_json_and_the_archive() -> 
         (None, {"method": "simpson"}, "method"),
         (None, {"layer": ""}, "layer"),
         (None, {"baseline": "zero"}, "baseline"),
+        (None, {"threads": 0}, "threads"),
         ("fast", None, "must be an object"),
     ],
 )
@@ -189,3 +190,29 @@ def test_the_handlers_own_explanation_wins_over_captum() -> None:
     plain.model = torch.nn.Linear(2, 2)
     assert strategy(plain) == CAPTUM
     assert strategy(BaseHandler()) is None
+
+
+def test_explanations_use_every_cpu_only_while_the_model_is_otherwise_idle_at_default_threads() -> None:
+    # the server's default on 2 CPUs is 1 thread (one core left to the event loop)
+    assert explain_threads(1, 2, workers=1, idle=True, pinned=False) == 2
+    assert explain_threads(1, 2, workers=1, idle=False, pinned=False) == 1  # predictions queued
+    assert explain_threads(1, 2, workers=2, idle=True, pinned=False) == 1  # another worker may run
+    assert explain_threads(1, 2, workers=1, idle=True, pinned=True) == 1  # OMP_NUM_THREADS set
+    assert explain_threads(3, 8, workers=1, idle=True, pinned=False) == 3  # --torch-threads 3: kept
+    assert explain_threads(7, 8, workers=1, idle=True, pinned=False) == 8
+    assert explain_threads(1, 2, workers=1, idle=True, pinned=False, configured=1) == 1
+    assert explain_threads(1, 8, workers=2, idle=False, pinned=True, configured=4) == 4
+
+
+def test_explain_threads_setting_is_read_from_the_models_explain_object() -> None:
+    assert explain_settings("mnist", None, {"threads": 1}).threads == 1
+    assert explain_settings("mnist", None, None).threads is None
+
+
+def test_torch_threads_restores_the_calling_threads_count_even_after_an_error() -> None:
+    before = torch.get_num_threads()
+    other = 1 if before != 1 else 2
+    with pytest.raises(RuntimeError, match="boom"), torch_threads(other):
+        assert torch.get_num_threads() == other
+        raise RuntimeError("boom")
+    assert torch.get_num_threads() == before

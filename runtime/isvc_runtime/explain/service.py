@@ -12,17 +12,23 @@ Who computes an explanation (:func:`strategy`):
   the same options, each instance with its own target (its ``"target"``, else the predicted class).
 
 Explanation requests have a batcher of their own (the model's batchSize and maxBatchDelay), and run on
-the model's inference threads like predictions.
+the model's inference threads like predictions. An explanation is 2 x n_steps passes of work where a
+prediction is one, so when it finds the model otherwise idle (one worker, nothing queued) it runs with
+intra-op threads on every CPU (:func:`explain_threads`) rather than the CPUs-minus-one predictions
+keep to leave the event loop a core; the thread setting is the worker thread's own and is restored
+after the explanation.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import sys
 import types
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,6 +81,49 @@ def strategy(handler: Any) -> str | None:
     if callable(model) and callable(getattr(handler, "preprocess", None)):
         return CAPTUM
     return None
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def explain_threads(
+    current: int, cpus: int, workers: int, idle: bool, pinned: bool, configured: int | None = None
+) -> int:
+    """Intra-op threads for one explanation: ``configured`` when the model's explain settings name a
+    count; else every CPU when the model is otherwise idle (one worker, nothing queued) and its
+    thread count is the server's default (CPUs minus one), else ``current``. ``pinned``: the
+    operator fixed the thread count (OMP_NUM_THREADS), which is kept.
+
+    Measured on 2 CPUs (MNIST, 15 steps): 7.9 ms with 1 thread, 4.6-5.4 ms with 2 on a quiet
+    machine; but with other processes on both cores a 2-thread pass waits on a descheduled thread
+    (p90 above 100 ms): ``threads: 1`` in the model's explain settings opts out."""
+    if configured is not None:
+        return configured
+    if pinned or not idle or workers != 1:
+        return current
+    if current != max(1, cpus - 1):  # set by --torch-threads, not the server's default: kept
+        return current
+    return max(current, cpus)
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """``threads`` intra-op threads on the calling thread for the block, the previous count after."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if threads == previous:
+        yield
+        return
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 class Explainer:
@@ -136,6 +185,21 @@ class Explainer:
 
     def explain_requests(self, requests: list[list[ExplainRow]]) -> list[list[Any] | BaseException]:
         """On an inference thread: one list of explanations per request, or that request's error."""
+        import torch
+
+        idle = self.runner.batcher.queue_length == 0 and self.batcher.queue_length == 0
+        threads = explain_threads(
+            torch.get_num_threads(),
+            _cpus(),
+            self.runner.settings.workers,
+            idle,
+            pinned="OMP_NUM_THREADS" in os.environ,
+            configured=self.settings.threads,
+        )
+        with torch_threads(threads):
+            return self._explain_requests(requests)
+
+    def _explain_requests(self, requests: list[list[ExplainRow]]) -> list[list[Any] | BaseException]:
         import torch
 
         from .attribution import attribute, forward_scores, resolve_layer

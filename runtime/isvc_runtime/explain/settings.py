@@ -43,6 +43,9 @@ class ExplainSettings:
     max_total_steps: int = DEFAULT_MAX_TOTAL_STEPS
     baseline: float = 0.0  # the baseline's value everywhere (a token id for layer attribution)
     layer: str | None = None  # a submodule of the model (e.g. "embedding"): LayerIntegratedGradients
+    # Intra-op threads of one explanation; None: every CPU while the model is otherwise idle (see
+    # service.explain_threads). A number fixes it (1 keeps explanations to one core on busy nodes).
+    threads: int | None = None
 
 
 _CONFIG_KEYS = {
@@ -54,6 +57,7 @@ _CONFIG_KEYS = {
     "max_total_steps",
     "baseline",
     "layer",
+    "threads",
 }
 REQUEST_KEYS = ("n_steps", "method", "internal_batch_size")
 
@@ -85,7 +89,7 @@ def explain_settings(model: str, archive: Any = None, configured: Any = None) ->
     settings = ExplainSettings()
     bounds = {
         key: _positive_int(where, key, merged[key])
-        for key in ("max_n_steps", "max_internal_batch_size", "max_total_steps")
+        for key in ("max_n_steps", "max_internal_batch_size", "max_total_steps", "threads")
         if key in merged
     }
     settings = replace(settings, **bounds)
