@@ -19,6 +19,7 @@ from pathlib import Path
 from types import FrameType
 
 from .config import RuntimeConfig
+from .cpus import available_cpus
 from .errors import ConfigError
 from .memory import tune_allocator
 from .model_store import discover
@@ -95,13 +96,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.max_batch_delay is not None and args.max_batch_delay < 0:
         parser.error("--max-batch-delay must not be negative")
     return args
-
-
-def available_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 def default_torch_threads(cpus: int, workers: int) -> int:

@@ -95,6 +95,8 @@ def test_request_parameters_choose_within_the_models_bounds() -> None:
         ({"internal_batch_size": 65}, "internal_batch_size must be an integer from 1 to 64"),
         ("fast", '"parameters" must be an object'),
         ([1], '"parameters" must be an object'),
+        ({"method": "riemann_trapezoid", "n_steps": 1}, "at least 2 with method 'riemann_trapezoid'"),
+        ({"method": "riemann_left", "n_steps": 1}, "at least 2 with method 'riemann_left'"),
     ],
 )
 def test_out_of_bounds_or_malformed_parameters_are_400s(parameters, message) -> None:

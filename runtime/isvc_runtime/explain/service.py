@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..batching import Batcher, Pending
+from ..cpus import available_cpus
 from ..errors import ApiError, InputError, ResponseTimeout
 from ..handlers.base import row_payload
 from ..runner import ModelRunner
@@ -81,13 +82,6 @@ def strategy(handler: Any) -> str | None:
     if callable(model) and callable(getattr(handler, "preprocess", None)):
         return CAPTUM
     return None
-
-
-def _cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 def explain_threads(
@@ -190,7 +184,7 @@ class Explainer:
         idle = self.runner.batcher.queue_length == 0 and self.batcher.queue_length == 0
         threads = explain_threads(
             torch.get_num_threads(),
-            _cpus(),
+            available_cpus(),
             self.runner.settings.workers,
             idle,
             pinned="OMP_NUM_THREADS" in os.environ,

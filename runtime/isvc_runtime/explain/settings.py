@@ -139,6 +139,8 @@ def choose(settings: ExplainSettings, parameters: Any, base: ExplainOptions | No
                 f"{settings.max_internal_batch_size}, got {size!r}"
             )
         options = replace(options, internal_batch_size=size)
+    if options.method.startswith("riemann") and options.n_steps < 2:
+        raise InputError(f"parameter n_steps must be at least 2 with method {options.method!r}")
     return options
 
 
