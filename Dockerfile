@@ -77,6 +77,6 @@ RUN pip install "./[operator]"
 ENV ISVC_TEMPLATES_DIR=/src/templates
 USER 65532:65532
 WORKDIR /home/isvc
-# 8080: kopf's liveness endpoint (deploy/ sets ISVC_LIVENESS_ENDPOINT).
-EXPOSE 8080
+# 8080: kopf's liveness endpoint (deploy/ sets ISVC_LIVENESS_ENDPOINT); 8081: the operator's Prometheus metrics.
+EXPOSE 8080 8081
 ENTRYPOINT ["python", "-m", "isvc_operator"]
