@@ -1,14 +1,38 @@
-"""Fixtures for the runtime tests: tiny models (weights written per session), images, archives."""
+"""Fixtures for the runtime tests: tiny models (weights written per session), images, archives, and the
+MNIST example's data module and trained network."""
 
 from __future__ import annotations
 
+import sys
 import warnings
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
-from runtime_support import ASSETS
+from runtime_support import ASSETS, EXAMPLE_DIR
 from support.modules import load_module
+
+if str(EXAMPLE_DIR) not in sys.path:
+    sys.path.insert(0, str(EXAMPLE_DIR))
+
+
+@pytest.fixture(scope="module")
+def mnist() -> ModuleType:
+    """examples/mnist/data.py: the MNIST test set from ../shared and request builders."""
+    import data
+
+    return data
+
+
+@pytest.fixture(scope="module")
+def net() -> torch.nn.Module:
+    """The example's trained Net, in eval mode."""
+    from mnist import Net
+
+    model = Net()
+    model.load_state_dict(torch.load(EXAMPLE_DIR / "mnist_cnn.pt", weights_only=True))
+    return model.eval()
 
 
 @pytest.fixture(scope="session")

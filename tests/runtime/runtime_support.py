@@ -25,6 +25,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SHARED_DIR = REPO_ROOT.parent / "shared"
 SEED_REQUEST = SHARED_DIR / "data" / "requests" / "v1" / "mnist.json"
 ASSETS = Path(__file__).resolve().parent / "assets"
+EXAMPLE_DIR = REPO_ROOT / "examples" / "mnist"
 
 
 def quadrant_png(quadrant: int, *, mode: str = "L", size: int = 8) -> bytes:

@@ -8,27 +8,11 @@ own target, and check that explaining leaves the model's parameters without grad
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 import torch
 from captum.attr import IntegratedGradients
 from isvc_runtime.explain.attribution import attribute, integrated_gradients
 from isvc_runtime.explain.settings import METHODS, ExplainOptions
-from runtime_support import REPO_ROOT
-
-EXAMPLE_DIR = REPO_ROOT / "examples" / "mnist"
-if str(EXAMPLE_DIR) not in sys.path:
-    sys.path.insert(0, str(EXAMPLE_DIR))
-
-
-@pytest.fixture(scope="module")
-def net() -> torch.nn.Module:
-    from mnist import Net
-
-    model = Net()
-    model.load_state_dict(torch.load(EXAMPLE_DIR / "mnist_cnn.pt", weights_only=True))
-    return model.eval()
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -17,11 +16,8 @@ import numpy as np
 import pytest
 import torch
 from captum.attr import IntegratedGradients, LayerIntegratedGradients
-from runtime_support import ASSETS, REPO_ROOT, SEED_REQUEST, RuntimeProcess, build_archive
+from runtime_support import ASSETS, EXAMPLE_DIR, REPO_ROOT, SEED_REQUEST, RuntimeProcess, build_archive
 
-EXAMPLE_DIR = REPO_ROOT / "examples" / "mnist"
-if str(EXAMPLE_DIR) not in sys.path:
-    sys.path.insert(0, str(EXAMPLE_DIR))
 TS_HANDLER = REPO_ROOT / "tests" / "examples" / "handlers" / "ts_mnist_handler.py"
 
 CONFIG = """\
@@ -42,22 +38,6 @@ def _token_net() -> torch.nn.Module:
 @pytest.fixture(scope="module")
 def token_net() -> torch.nn.Module:
     return _token_net()
-
-
-@pytest.fixture(scope="module")
-def mnist() -> ModuleType:
-    import data
-
-    return data
-
-
-@pytest.fixture(scope="module")
-def net() -> torch.nn.Module:
-    from mnist import Net
-
-    model = Net()
-    model.load_state_dict(torch.load(EXAMPLE_DIR / "mnist_cnn.pt", weights_only=True))
-    return model.eval()
 
 
 @pytest.fixture(scope="module")

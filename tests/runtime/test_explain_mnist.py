@@ -7,7 +7,6 @@ Captum attributes it: the attributions of one digit sum to f(x) - f(baseline), b
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,27 +18,7 @@ import numpy as np
 import pytest
 import torch
 from captum.attr import IntegratedGradients
-from runtime_support import REPO_ROOT, SEED_REQUEST, RuntimeProcess, build_mnist_store
-
-EXAMPLE_DIR = REPO_ROOT / "examples" / "mnist"
-if str(EXAMPLE_DIR) not in sys.path:
-    sys.path.insert(0, str(EXAMPLE_DIR))
-
-
-@pytest.fixture(scope="module")
-def mnist() -> ModuleType:
-    import data
-
-    return data
-
-
-@pytest.fixture(scope="module")
-def net() -> torch.nn.Module:
-    from mnist import Net
-
-    model = Net()
-    model.load_state_dict(torch.load(EXAMPLE_DIR / "mnist_cnn.pt", weights_only=True))
-    return model.eval()
+from runtime_support import SEED_REQUEST, RuntimeProcess, build_mnist_store
 
 
 @pytest.fixture(scope="module")
