@@ -44,6 +44,7 @@ REPO_ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(REPO_ROOT / "tests"))  # the runtime's command line, as the tests start it
 
 from support.modules import load_module  # noqa: E402
+from support.processes import free_port  # noqa: E402
 from support.runtime import runtime_command  # noqa: E402
 
 SHARED = REPO_ROOT.parent / "shared"
@@ -160,7 +161,7 @@ def ts_config(
     """The seed's config.properties for TorchServe on free loopback ports, with the KServe v1 envelope
     (what KServe's TorchServe predictor sets); returns (text, inference port)."""
     builder = load_module(MNIST_DIR / "build_model_store.py", "bench_build_model_store")
-    ports = [serving_procs.free_port() for _ in range(5)]
+    ports = [free_port() for _ in range(5)]
     text = builder.config_properties(
         model_store=str(ts_store),
         inference_port=ports[0],
@@ -217,7 +218,7 @@ def torchserve_server(
 
 
 def our_server(name: str, work: Path, store: Path, args: Sequence[str]) -> serving_procs.Server:
-    port = serving_procs.free_port()
+    port = free_port()
     run_dir = work / name
     run_dir.mkdir(parents=True)
     return serving_procs.Server(

@@ -12,7 +12,6 @@ import contextlib
 import http.client
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -21,12 +20,6 @@ from pathlib import Path
 from types import FrameType
 
 _RUNNING: list[Server] = []
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def post(port: int, path: str, body: bytes, timeout: float = 30.0) -> tuple[int, bytes]:
