@@ -24,6 +24,7 @@ import base64
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -47,7 +48,8 @@ from support.modules import load_module  # noqa: E402
 from support.processes import free_port  # noqa: E402
 from support.runtime import runtime_command  # noqa: E402
 
-SHARED = REPO_ROOT.parent / "shared"
+# ../shared beside the checkout, or where $TORCH_ISVC_SHARED_DIR says (as examples/mnist/data.py reads it)
+SHARED = Path(os.environ.get("TORCH_ISVC_SHARED_DIR") or REPO_ROOT.parent / "shared")
 SEED_REQUEST = SHARED / "data" / "requests" / "v1" / "mnist.json"
 RESULTS_MD = BENCH_DIR / "results.md"
 TS_HANDLER = BENCH_DIR / "ts_mnist_handler.py"
@@ -86,7 +88,11 @@ def machine_description() -> dict[str, str]:
     torch_version = subprocess.run(
         [sys.executable, "-c", "import torch; print(torch.__version__)"], capture_output=True, text=True
     ).stdout.strip()
-    java = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr.splitlines()
+    java = (
+        subprocess.run(["java", "-version"], capture_output=True, text=True).stderr.splitlines()
+        if shutil.which("java")
+        else []
+    )
     return {
         "nproc": str(os.cpu_count()),
         "cpu": cpu,
@@ -101,6 +107,8 @@ def machine_description() -> dict[str, str]:
 
 def source_revision() -> str:
     """The commit measured, with ``+dirty`` when the working tree had changes (runtime edits too)."""
+    if shutil.which("git") is None:
+        return "unknown"
     head = subprocess.run(
         ["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
@@ -120,12 +128,15 @@ def load_average() -> str:
 # ----------------------------------------------------------------------------------------- stores
 
 
-def build_stores(work: Path) -> tuple[Path, Path]:
-    """Our model store (the example's own builder) and TorchServe's model-store directory."""
+def build_stores(work: Path, *, torchserve: bool = True) -> tuple[Path, Path]:
+    """Our model store (the example's own builder) and TorchServe's model-store directory (left empty
+    when ``torchserve`` is false: no TorchServe setup is measured)."""
     builder = load_module(MNIST_DIR / "build_model_store.py", "bench_build_model_store")
     ours = work / "ours"
     builder.build_model_store(ours, model_store=str(ours / "model-store"))
     ts_store = work / "torchserve" / "model-store"
+    if not torchserve:
+        return ours, ts_store
     ts_store.mkdir(parents=True)
     subprocess.run(
         [
@@ -600,15 +611,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     serving_procs.install_cleanup()
     wrk = serving_env.ensure_wrk(log)
-    ts_info = serving_env.ensure_torchserve(log)
-    log(f"TorchServe {ts_info['torchserve']} from {ts_info['ts_file']}")
+    wanted = set(args.only or ["ts_default", "ts_best", "ours_default", "ours_tuned", "ts_batch8"])
+    torchserve = bool(wanted & {"ts_default", "ts_best", "ts_batch8"})
+    if torchserve:  # `--only ours_default ours_tuned` runs where TorchServe and Java are not installed
+        ts_info = serving_env.ensure_torchserve(log)
+        log(f"TorchServe {ts_info['torchserve']} from {ts_info['ts_file']}")
     machine = machine_description()
     load_before = load_average()
     log(f"machine: {machine}; load average {load_before}")
-    wanted = set(args.only or ["ts_default", "ts_best", "ours_default", "ours_tuned", "ts_batch8"])
     with tempfile.TemporaryDirectory(prefix="isvc-bench-") as tmp:
         work = Path(tmp)
-        ours_store, ts_store = build_stores(work)
+        ours_store, ts_store = build_stores(work, torchserve=torchserve)
         bodies = request_bodies(work)
         bench = Bench(args, work, wrk, bodies)
         ceilings = ceiling(min(args.seconds, 5.0))

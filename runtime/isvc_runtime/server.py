@@ -149,9 +149,14 @@ def metrics_routes() -> dict:
     return module.routes() if module is not None and hasattr(module, "routes") else {}
 
 
+# Signs of an NVIDIA driver: its /proc entry on a host or a plain container; sandboxes such as gVisor
+# pass the device nodes (/dev/nvidiactl) but not the driver's /proc entries.
+NVIDIA_DRIVER_PATHS = ("/proc/driver/nvidia", "/dev/nvidiactl")
+
+
 def gpu_count() -> int:
     """CUDA devices visible, without importing torch when no NVIDIA driver is present."""
-    if not Path("/proc/driver/nvidia").exists() and not os.environ.get("CUDA_VISIBLE_DEVICES"):
+    if not any(Path(p).exists() for p in NVIDIA_DRIVER_PATHS) and not os.environ.get("CUDA_VISIBLE_DEVICES"):
         return 0
     import torch
 
