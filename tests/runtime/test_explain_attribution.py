@@ -8,6 +8,8 @@ own target, and check that explaining leaves the model's parameters without grad
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from captum.attr import IntegratedGradients
@@ -57,3 +59,16 @@ def test_explaining_computes_no_parameter_gradients(net: torch.nn.Module) -> Non
     assert torch.isfinite(attributions).all()
     assert all(parameter.grad is None for parameter in net.parameters())
     assert not attributions.requires_grad
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_direct_pass_is_captum_bit_for_bit_in_the_models_precision(
+    net: torch.nn.Module, dtype: torch.dtype
+) -> None:
+    model = copy.deepcopy(net).to(dtype)
+    inputs = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(5)).to(dtype)
+    baselines = torch.zeros_like(inputs)
+    expected = IntegratedGradients(model).attribute(inputs, baselines=baselines, target=[2, 9], n_steps=15)
+    got = integrated_gradients(model, inputs, baselines, [2, 9], ExplainOptions(n_steps=15))
+    assert got.dtype == dtype
+    assert torch.equal(got, expected.detach())

@@ -131,7 +131,13 @@ def integrated_gradients(
     n_steps = options.n_steps
     step_sizes, alphas = step_coefficients(options.method, n_steps)
     difference = inputs - baselines
-    scaled = torch.cat([baselines + alpha * difference for alpha in alphas], dim=0).requires_grad_()
+    # One broadcast op, step-major ([n_steps, N, ...] -> [n_steps * N, ...]), each element Captum's
+    # ``baseline + alpha * (input - baseline)``: a Python-float alpha multiplies in FP32 (FP64 for
+    # FP64 inputs) and the product is rounded to the input's type, so are these.
+    wide = torch.float64 if inputs.dtype == torch.float64 else torch.float32
+    alpha = torch.tensor(alphas, dtype=wide, device=inputs.device).view(-1, *[1] * inputs.ndim)
+    products = (alpha * difference).to(inputs.dtype)
+    scaled = (baselines + products).reshape(-1, *inputs.shape[1:]).requires_grad_()
     index = torch.tensor(list(targets) * n_steps, device=inputs.device).view(-1, 1)
     with torch.enable_grad():
         output = model(scaled)

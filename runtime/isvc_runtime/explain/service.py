@@ -13,7 +13,7 @@ Who computes an explanation (:func:`strategy`):
 
 Explanation requests have a batcher of their own (the model's batchSize and maxBatchDelay), and run on
 the model's inference threads like predictions. An explanation is 2 x n_steps passes of work where a
-prediction is one, so when it finds the model otherwise idle (one worker, nothing queued) it runs with
+prediction is one, so when it finds the model otherwise idle (one worker, no prediction queued) it runs with
 intra-op threads on every CPU (:func:`explain_threads`) rather than the CPUs-minus-one predictions
 keep to leave the event loop a core; the thread setting is the worker thread's own and is restored
 after the explanation.
@@ -88,7 +88,7 @@ def explain_threads(
     current: int, cpus: int, workers: int, idle: bool, pinned: bool, configured: int | None = None
 ) -> int:
     """Intra-op threads for one explanation: ``configured`` when the model's explain settings name a
-    count; else every CPU when the model is otherwise idle (one worker, nothing queued) and its
+    count; else every CPU when the model is otherwise idle (one worker, no prediction queued) and its
     thread count is the server's default (CPUs minus one), else ``current``. ``pinned``: the
     operator fixed the thread count (OMP_NUM_THREADS), which is kept.
 
@@ -127,6 +127,9 @@ class Explainer:
         self.runner = runner
         self.settings: ExplainSettings = runner.settings.explain
         self.classes: int | None = None  # the model's output width, known after its first forward
+        # Read once, as the server sizes its thread pools once: the cgroup files cost ~0.2 ms a read.
+        self.cpus = available_cpus()
+        self._strategy: tuple[Any, str | None] | None = None  # (handler, its strategy), see strategy()
         settings = runner.settings
         self.batcher = Batcher(
             self._run_batch,
@@ -136,7 +139,10 @@ class Explainer:
         )
 
     def strategy(self) -> str:
-        found = strategy(self.runner.handler)
+        handler = self.runner.handler
+        if self._strategy is None or self._strategy[0] is not handler:  # a reload brings a new handler
+            self._strategy = (handler, strategy(handler))
+        found = self._strategy[1]
         if found is None:
             raise InputError(f"model {self.runner.name} does not support explanations")
         return found
@@ -181,10 +187,13 @@ class Explainer:
         """On an inference thread: one list of explanations per request, or that request's error."""
         import torch
 
-        idle = self.runner.batcher.queue_length == 0 and self.batcher.queue_length == 0
+        # Queued explanations do not make the model busy: they run one after another on this same
+        # worker, so they never compete with this one for the CPUs (measured on 2 CPUs, 4 concurrent
+        # explain clients: p50 40 ms when they dropped the count to 1 thread, see bench/results.md).
+        idle = self.runner.batcher.queue_length == 0
         threads = explain_threads(
             torch.get_num_threads(),
-            available_cpus(),
+            self.cpus,
             self.runner.settings.workers,
             idle,
             pinned="OMP_NUM_THREADS" in os.environ,

@@ -1,0 +1,256 @@
+"""Explanation latency, paired: TorchServe 0.12.0 against our runtime on the same archive, same machine.
+
+    .venv/bin/python bench/explain_bench.py [--rounds 8] [--seconds 2] [--concurrency 1 4]
+
+The serving benchmark measures each server's explain point once, minutes apart; on a shared 2-core
+machine the speed of the machine itself drifts by tens of percent over that time, which the ratio then
+reports as ours or TorchServe's. Here both servers run side by side (the idle one sleeps) and the
+load alternates between them in short rounds (ours first in even rounds, TorchServe first in odd
+ones): each round gives one pair of p50s taken under the same conditions, and the reported ratio is
+the median of the per-round ratios.
+
+Both sides explain the seed request (a PNG "2") with integrated gradients at n_steps=15 (TorchServe's
+VisionHandler hard-codes 15; ours is told so in the request's parameters), on the seed's
+config.properties (1 worker, batchSize 1, no thread settings) and our defaults. The in-process
+``floor`` is the work both servers must do per request: the 15-step forward + backward of the model
+through :func:`isvc_runtime.explain.attribution.integrated_gradients`, on as many intra-op threads as
+our server gives an explanation on this machine. Each server's overhead is its p50 minus that floor.
+
+Prints a table, writes the explain section of bench/results.md (unless --no-results), and prints the
+ratios as the LAST line (one JSON object).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import serving_bench
+import serving_env
+import serving_load
+import serving_procs
+import serving_report
+
+BENCH_DIR = Path(__file__).resolve().parent
+RESULTS_MD = BENCH_DIR / "results.md"
+SECTION_BEGIN = "<!-- explain-bench:begin (written by bench/explain_bench.py; replaced on every run) -->"
+SECTION_END = "<!-- explain-bench:end -->"
+GOAL = 0.5  # issue 6: explain p50 <= 0.5x TorchServe's
+SIDES = ("ours", "torchserve")
+log = serving_bench.log
+
+
+# ------------------------------------------------------------------------------------- pure parts
+
+
+def paired_summary(rounds: Sequence[Mapping[str, float]]) -> dict[str, float | None]:
+    """From per-round p50s (``{"ours": ms, "torchserve": ms}``): each side's median p50, and the
+    median, lowest and highest of the per-round ratios ours / TorchServe (None without rounds)."""
+    complete = [r for r in rounds if r.get("ours") and r.get("torchserve")]
+    if not complete:
+        return {"ours_p50_ms": None, "ts_p50_ms": None, "ratio": None, "ratio_min": None, "ratio_max": None}
+    ratios = [r["ours"] / r["torchserve"] for r in complete]
+    return {
+        "ours_p50_ms": round(statistics.median(r["ours"] for r in complete), 2),
+        "ts_p50_ms": round(statistics.median(r["torchserve"] for r in complete), 2),
+        "ratio": round(statistics.median(ratios), 3),
+        "ratio_min": round(min(ratios), 3),
+        "ratio_max": round(max(ratios), 3),
+    }
+
+
+def round_order(index: int) -> tuple[str, str]:
+    """Which side goes first in round ``index``: alternating, so neither always runs on a warm cache
+    or right after the other's load."""
+    return SIDES if index % 2 == 0 else SIDES[::-1]
+
+
+def table_rows(summaries: Mapping[int, Mapping[str, float | None]], floor_ms: float) -> list[list[str]]:
+    header = [
+        "concurrency",
+        "TorchServe p50 ms",
+        "ours p50 ms",
+        "ratio (median of rounds)",
+        "ratio range",
+        "TorchServe overhead ms",
+        "our overhead ms",
+    ]
+    rows = [header]
+    for concurrency, s in summaries.items():
+        if s["ratio"] is None:
+            rows.append([f"c{concurrency}"] + ["n/a"] * (len(header) - 1))
+            continue
+        ts, ours = float(s["ts_p50_ms"] or 0), float(s["ours_p50_ms"] or 0)
+        rows.append(
+            [
+                f"c{concurrency}",
+                f"{ts:.2f}",
+                f"{ours:.2f}",
+                f"{s['ratio']:.3f}",
+                f"{s['ratio_min']:.3f}-{s['ratio_max']:.3f}",
+                f"{ts - floor_ms:.2f}" if concurrency == 1 else "",
+                f"{ours - floor_ms:.2f}" if concurrency == 1 else "",
+            ]
+        )
+    return rows
+
+
+def replace_section(document: str, section: str) -> str:
+    """``document`` with the explain section replaced by ``section`` (appended when absent)."""
+    block = f"{SECTION_BEGIN}\n{section.strip()}\n{SECTION_END}"
+    start, end = document.find(SECTION_BEGIN), document.find(SECTION_END)
+    if start != -1 and end > start:
+        return document[:start] + block + document[end + len(SECTION_END) :]
+    return document.rstrip("\n") + "\n\n" + block + "\n"
+
+
+# -------------------------------------------------------------------------------------- measuring
+
+
+def compute_floor(threads: int, seconds: float = 3.0) -> float:
+    """p50 ms of the 15-step integrated-gradients pass alone, in a fresh process (see module doc)."""
+    code = f"""
+import json, statistics, sys, time, torch
+sys.path[:0] = [{str(serving_bench.REPO_ROOT / "runtime")!r}, {str(serving_bench.MNIST_DIR)!r}]
+from mnist import Net
+from isvc_runtime.explain.attribution import integrated_gradients
+from isvc_runtime.explain.settings import ExplainOptions
+import data
+torch.set_num_threads({threads})
+net = Net(); net.load_state_dict(torch.load({str(serving_bench.MNIST_DIR / "mnist_cnn.pt")!r},
+    map_location="cpu", weights_only=True)); net.eval()
+images, _ = data.heldout_split()
+x = data.to_tensor(images[:1])
+options = ExplainOptions(n_steps={serving_bench.EXPLAIN_STEPS})
+times, end = [], time.perf_counter() + {seconds}
+while time.perf_counter() < end:
+    start = time.perf_counter()
+    integrated_gradients(net, x, torch.zeros_like(x), [2], options)
+    times.append(time.perf_counter() - start)
+print(json.dumps(statistics.median(times[len(times) // 5:]) * 1000))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def explain_threads_of_ours() -> int:
+    """Intra-op threads our server gives an explanation on an otherwise idle model, this machine."""
+    sys.path.insert(0, str(serving_bench.REPO_ROOT / "runtime"))
+    from isvc_runtime.cpus import available_cpus
+    from isvc_runtime.explain.service import explain_threads
+    from isvc_runtime.server import default_torch_threads
+
+    cpus = available_cpus()
+    return explain_threads(default_torch_threads(cpus, 1), cpus, 1, idle=True, pinned=False)
+
+
+def measure(args: argparse.Namespace, work: Path, wrk: str) -> dict[str, Any]:
+    ours_store, ts_store = serving_bench.build_stores(work)
+    bodies = serving_bench.request_bodies(work)
+    servers = {
+        "ours": serving_bench.our_server("ours_default", work, ours_store, ()),
+        "torchserve": serving_bench.torchserve_server("ts_default", work, ts_store, env={}),
+    }
+    paths = {"ours": "/v1/models/mnist:explain", "torchserve": "/explanations/mnist"}
+    body_files = {"ours": bodies["explain_ours"], "torchserve": bodies["v1"]}
+    for side in SIDES:
+        servers[side].start()
+    try:
+        for side in SIDES:
+            servers[side].wait_first_answer(
+                paths[side], body_files[side].read_bytes(), accept=serving_bench.explain_answer_ok
+            )
+            url = f"http://127.0.0.1:{servers[side].port}{paths[side]}"
+            serving_load.run_wrk(wrk, url, body_files[side], connections=1, seconds=args.warmup)
+        rounds: dict[int, list[dict[str, float]]] = {c: [] for c in args.concurrency}
+        errors = 0
+        for concurrency in args.concurrency:
+            for index in range(args.rounds):
+                pair: dict[str, float] = {}
+                for side in round_order(index):
+                    url = f"http://127.0.0.1:{servers[side].port}{paths[side]}"
+                    point = serving_load.run_wrk(
+                        wrk, url, body_files[side], connections=concurrency, seconds=args.seconds
+                    )
+                    errors += point.errors
+                    pair[side] = point.p50_ms
+                rounds[concurrency].append(pair)
+                log(
+                    f"  c{concurrency} round {index + 1}: ours {pair['ours']:.2f} ms,"
+                    f" TorchServe {pair['torchserve']:.2f} ms ({pair['ours'] / pair['torchserve']:.3f})"
+                )
+    finally:
+        left = serving_procs.stop_all()
+    if left:
+        raise RuntimeError(f"processes left running: {left}")
+    return {"rounds": rounds, "errors": errors}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=8, help="alternating rounds per concurrency")
+    parser.add_argument("--seconds", type=float, default=2.0, help="seconds of load per side per round")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per server")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--no-results", action="store_true", help="do not write bench/results.md")
+    args = parser.parse_args(argv)
+    serving_procs.install_cleanup()
+    wrk = serving_env.ensure_wrk(log)
+    ts_info = serving_env.ensure_torchserve(log)
+    machine = serving_bench.machine_description()
+    threads = explain_threads_of_ours()
+    load_before = serving_bench.load_average()
+    floor_ms = compute_floor(threads)
+    log(f"compute floor: {floor_ms:.2f} ms on {threads} thread(s)")
+    with tempfile.TemporaryDirectory(prefix="isvc-explain-bench-") as tmp:
+        measured = measure(args, Path(tmp), wrk)
+    load_after = serving_bench.load_average()
+    summaries = {c: paired_summary(r) for c, r in measured["rounds"].items()}
+    rows = table_rows(summaries, floor_ms)
+    print(serving_report.text_table(rows))
+    ratios = {f"explain_c{c}_p50_ratio": s["ratio"] for c, s in summaries.items()}
+    ratios["floor_ms"] = round(floor_ms, 2)
+    if not args.no_results:
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        c1 = summaries.get(1, {}).get("ratio")
+        verdict = "not measured" if c1 is None else ("met" if c1 <= GOAL else "NOT met")
+        section = "\n".join(
+            [
+                "## Explanations, paired: our runtime vs TorchServe 0.12.0 (`bench/explain_bench.py`)",
+                "",
+                f"Run {when}: {machine['nproc']} CPUs ({machine['cpu']}), torch {machine['torch']},"
+                f" TorchServe {ts_info['torchserve']}, source {machine['revision']}; load average before"
+                f" {load_before}, after {load_after}.",
+                f"Both servers up side by side; {args.rounds} alternating rounds of {args.seconds:g} s"
+                f" per side at each concurrency (wrk, one thread, keep-alive), seed request, n_steps="
+                f"{serving_bench.EXPLAIN_STEPS} on both sides; {measured['errors']} errors.",
+                f"Compute floor (the 15-step forward + backward alone, in-process, {threads} intra-op"
+                f" thread(s)): {floor_ms:.2f} ms. Overhead = p50 - floor.",
+                "",
+                serving_report.markdown_table(rows),
+                "",
+                "```json",
+                json.dumps(ratios),
+                "```",
+                "",
+                f"Issue 6's goal, c1 p50 <= {GOAL}x TorchServe's: {c1}: {verdict}.",
+            ]
+        )
+        RESULTS_MD.write_text(replace_section(RESULTS_MD.read_text(), section))
+        log(f"wrote {RESULTS_MD}")
+    print(json.dumps(ratios))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,59 @@
+"""The paired explain benchmark's pure parts: per-round ratios, alternation, its results.md section."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+
+import explain_bench
+
+
+def test_the_ratio_is_the_median_of_per_round_ratios_not_the_ratio_of_medians() -> None:
+    # The machine slows down in round 2: both sides slow together, the pair's ratio does not move.
+    rounds = [
+        {"ours": 5.0, "torchserve": 10.0},
+        {"ours": 9.0, "torchserve": 18.0},
+        {"ours": 6.0, "torchserve": 10.0},
+    ]
+    summary = explain_bench.paired_summary(rounds)
+    assert summary["ratio"] == 0.5
+    assert summary["ratio_min"] == 0.5
+    assert summary["ratio_max"] == 0.6
+    assert summary["ours_p50_ms"] == 6.0
+    assert summary["ts_p50_ms"] == 10.0
+
+
+def test_rounds_missing_a_side_are_left_out_and_none_means_not_measured() -> None:
+    assert explain_bench.paired_summary([{"ours": 5.0}])["ratio"] is None
+    summary = explain_bench.paired_summary([{"ours": 5.0}, {"ours": 4.0, "torchserve": 8.0}])
+    assert summary["ratio"] == 0.5
+
+
+def test_sides_alternate_which_goes_first() -> None:
+    orders = [explain_bench.round_order(i) for i in range(4)]
+    assert orders[0] == ("ours", "torchserve") == orders[2]
+    assert orders[1] == ("torchserve", "ours") == orders[3]
+
+
+def test_overheads_are_p50_minus_the_compute_floor_at_concurrency_1() -> None:
+    summaries = {
+        1: {"ours_p50_ms": 5.0, "ts_p50_ms": 9.0, "ratio": 0.55, "ratio_min": 0.5, "ratio_max": 0.6},
+        4: {"ours_p50_ms": None, "ts_p50_ms": None, "ratio": None, "ratio_min": None, "ratio_max": None},
+    }
+    header, c1, c4 = explain_bench.table_rows(summaries, floor_ms=4.0)
+    row = dict(zip(header, c1, strict=True))
+    assert row["TorchServe overhead ms"] == "5.00"
+    assert row["our overhead ms"] == "1.00"
+    assert row["ratio range"] == "0.500-0.600"
+    assert c4[0] == "c4" and set(c4[1:]) == {"n/a"}
+
+
+def test_the_section_is_replaced_in_place_and_the_rest_of_the_document_is_kept() -> None:
+    document = "# Benchmark results\n\nserving text\n"
+    once = explain_bench.replace_section(document, "first")
+    twice = explain_bench.replace_section(once + "\ntrailing\n", "second")
+    assert "serving text" in twice and "trailing" in twice
+    assert "first" not in twice and twice.count(explain_bench.SECTION_BEGIN) == 1
+    assert twice.index("second") < twice.index("trailing")
