@@ -64,6 +64,7 @@ test: setup cluster prometheus
 # TorchServe vs our runtime, side by side (~10 min); BENCH_ARGS=--quick for a short development run.
 bench: setup
 	$(PY) bench/serving_bench.py $(BENCH_ARGS)
+	$(PY) bench/explain_bench.py
 
 images:
 	$(DOCKER) build --target runtime -t $(RUNTIME_IMAGE) .

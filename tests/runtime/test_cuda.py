@@ -225,6 +225,23 @@ def assert_complete(ours: np.ndarray, net: torch.nn.Module, x: torch.Tensor, tar
         assert abs(ours[i].sum() - difference) <= 0.01 * abs(difference), (i, ours[i].sum(), difference)
 
 
+def complete_explanations_and_captums(
+    server: RuntimeProcess,
+    mnist: ModuleType,
+    net: torch.nn.Module,
+    heldout: tuple[np.ndarray, np.ndarray],
+    cpu_logits: torch.Tensor,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The server's attributions of the first held-out digits (checked complete) and Captum's on the
+    CPU for the same digits and targets (no target sent: each digit's CPU prediction)."""
+    images = heldout[0][:EXPLAINED]
+    targets = cpu_logits[:EXPLAINED].argmax(dim=1).tolist()
+    ours = explained(server, mnist, images)
+    x = mnist.to_tensor(images)
+    assert_complete(ours, net, x, targets)
+    return ours, captum_on_cpu(net, x, targets)
+
+
 def test_cuda_explanations_are_complete_and_near_captum_on_the_cpu(
     server: RuntimeProcess,
     mnist: ModuleType,
@@ -232,12 +249,7 @@ def test_cuda_explanations_are_complete_and_near_captum_on_the_cpu(
     heldout: tuple[np.ndarray, np.ndarray],
     cpu_logits: torch.Tensor,
 ) -> None:
-    images = heldout[0][:EXPLAINED]
-    targets = cpu_logits[:EXPLAINED].argmax(dim=1).tolist()  # no target sent: each digit's prediction
-    ours = explained(server, mnist, images)
-    x = mnist.to_tensor(images)
-    assert_complete(ours, net, x, targets)
-    expected = captum_on_cpu(net, x, targets)
+    ours, expected = complete_explanations_and_captums(server, mnist, net, heldout, cpu_logits)
     for i in range(EXPLAINED):
         scale = np.abs(expected[i]).max()
         assert np.abs(ours[i] - expected[i]).max() <= TF32_ATTRIBUTION_RTOL * scale, i
@@ -250,10 +262,6 @@ def test_cuda_explanations_without_tf32_match_captum_on_the_cpu_to_1e_4(
     heldout: tuple[np.ndarray, np.ndarray],
     cpu_logits: torch.Tensor,
 ) -> None:
-    images = heldout[0][:EXPLAINED]
-    targets = cpu_logits[:EXPLAINED].argmax(dim=1).tolist()
-    ours = explained(fp32_server, mnist, images)
-    x = mnist.to_tensor(images)
-    assert_complete(ours, net, x, targets)
-    difference = np.abs(ours - captum_on_cpu(net, x, targets)).max()
+    ours, expected = complete_explanations_and_captums(fp32_server, mnist, net, heldout, cpu_logits)
+    difference = np.abs(ours - expected).max()
     assert difference < FP32_ATOL, f"{difference:.2e}: is TF32 still on (NVIDIA_TF32_OVERRIDE=0 ignored)?"
