@@ -16,6 +16,10 @@ config.properties (1 worker, batchSize 1, no thread settings) and our defaults. 
 through :func:`isvc_runtime.explain.attribution.integrated_gradients`, on as many intra-op threads as
 our server gives an explanation on this machine. Each server's overhead is its p50 minus that floor.
 
+TorchServe comes from ``bench/.venv-torchserve`` (installed on first use) or, with
+``TORCH_ISVC_TS_BIN_DIR`` set, from a prepared folder with nothing installed (bench/serving_env.py): the
+bundle of bench/ts_bundle.sh, which bench/device_explain.sh runs on a GPU machine without internet.
+
 Prints a table, writes the explain section of bench/results.md (unless --no-results), and prints the
 ratios as the LAST line (one JSON object).
 """

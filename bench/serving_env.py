@@ -6,10 +6,15 @@ project venv's site-packages *after* the bench venv's own, so ``ts`` comes from 
 torch comes from the project venv (same interpreter version, so the compiled wheels fit). The project
 venv's own ``.pth`` files (its editable ``isvc_runtime``) are not processed there: TorchServe's worker
 cannot import our runtime, as in a real TorchServe deployment.
+
+``TORCH_ISVC_TS_BIN_DIR`` names a folder with ``python``, ``torchserve`` and ``torch-model-archiver``
+to use instead (the bundle of bench/ts_bundle.sh, on a machine without internet): nothing is installed
+then, and its ``ts`` must import as version 0.12.0.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -22,14 +27,15 @@ TS_VENV = BENCH_DIR / ".venv-torchserve"
 TS_VERSION = "0.12.0"
 TS_PACKAGES = (f"torchserve=={TS_VERSION}", f"torch-model-archiver=={TS_VERSION}")
 PTH_NAME = "torch-isvc-project-venv.pth"
+TS_BIN_DIR = os.environ.get("TORCH_ISVC_TS_BIN_DIR")  # a prepared TorchServe (see the module doc)
 
 
 def ts_python() -> Path:
-    return TS_VENV / "bin" / "python"
+    return ts_bin("python")
 
 
 def ts_bin(name: str) -> Path:
-    return TS_VENV / "bin" / name
+    return Path(TS_BIN_DIR) / name if TS_BIN_DIR else TS_VENV / "bin" / name
 
 
 def _ts_site_packages() -> Path:
@@ -72,7 +78,14 @@ def torchserve_ready() -> bool:
 
 
 def ensure_torchserve(log: object = print) -> dict[str, str]:
-    """Create or repair ``bench/.venv-torchserve``; return what it imports (versions, ``ts`` path)."""
+    """Create or repair ``bench/.venv-torchserve``; return what it imports (versions, ``ts`` path).
+    With ``TORCH_ISVC_TS_BIN_DIR`` set, only checks that TorchServe there."""
+    if TS_BIN_DIR:
+        info = _ts_versions()
+        if info.get("torchserve") != TS_VERSION or info.get("archiver") != TS_VERSION:
+            raise RuntimeError(f"TORCH_ISVC_TS_BIN_DIR={TS_BIN_DIR}: not TorchServe {TS_VERSION} ({info})")
+        log(f"TorchServe {TS_VERSION} from {TS_BIN_DIR} (ts: {info['ts_file']})")  # type: ignore[operator]
+        return info
     if torchserve_ready():
         return _ts_versions()
     if shutil.which("java") is None:
