@@ -120,7 +120,8 @@ def replace_section(document: str, section: str) -> str:
 
 
 def compute_floor(threads: int, seconds: float = 3.0) -> float:
-    """p50 ms of the 15-step integrated-gradients pass alone, in a fresh process (see module doc)."""
+    """p50 ms of the 15-step integrated-gradients pass alone, in a fresh process (see module doc), on
+    the GPU where there is one (both servers use it then), its answer copied back as a server's is."""
     code = f"""
 import json, statistics, sys, time, torch
 sys.path[:0] = [{str(serving_bench.REPO_ROOT / "runtime")!r}, {str(serving_bench.MNIST_DIR)!r}]
@@ -129,15 +130,16 @@ from isvc_runtime.explain.attribution import integrated_gradients
 from isvc_runtime.explain.settings import ExplainOptions
 import data
 torch.set_num_threads({threads})
+device = "cuda" if torch.cuda.is_available() else "cpu"  # where both servers put the model
 net = Net(); net.load_state_dict(torch.load({str(serving_bench.MNIST_DIR / "mnist_cnn.pt")!r},
-    map_location="cpu", weights_only=True)); net.eval()
+    map_location=device, weights_only=True)); net.to(device).eval()
 images, _ = data.heldout_split()
-x = data.to_tensor(images[:1])
+x = data.to_tensor(images[:1]).to(device)
 options = ExplainOptions(n_steps={serving_bench.EXPLAIN_STEPS})
 times, end = [], time.perf_counter() + {seconds}
 while time.perf_counter() < end:
     start = time.perf_counter()
-    integrated_gradients(net, x, torch.zeros_like(x), [2], options)
+    integrated_gradients(net, x, torch.zeros_like(x), [2], options).cpu()  # as the server answers
     times.append(time.perf_counter() - start)
 print(json.dumps(statistics.median(times[len(times) // 5:]) * 1000))
 """
