@@ -65,6 +65,7 @@ test: setup cluster prometheus
 bench: setup
 	$(PY) bench/serving_bench.py $(BENCH_ARGS)
 	$(PY) bench/explain_bench.py
+	$(PY) bench/throughput_bench.py
 
 images:
 	$(DOCKER) build --target runtime -t $(RUNTIME_IMAGE) .

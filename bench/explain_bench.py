@@ -56,15 +56,15 @@ log = serving_bench.log
 
 
 def paired_summary(rounds: Sequence[Mapping[str, float]]) -> dict[str, float | None]:
-    """From per-round p50s (``{"ours": ms, "torchserve": ms}``): each side's median p50, and the
-    median, lowest and highest of the per-round ratios ours / TorchServe (None without rounds)."""
+    """From per-round values (``{"ours": x, "torchserve": y}``, e.g. p50 ms): each side's median value,
+    and the median, lowest and highest of the per-round ratios ours / TorchServe (None without rounds)."""
     complete = [r for r in rounds if r.get("ours") and r.get("torchserve")]
     if not complete:
-        return {"ours_p50_ms": None, "ts_p50_ms": None, "ratio": None, "ratio_min": None, "ratio_max": None}
+        return {"ours_median": None, "ts_median": None, "ratio": None, "ratio_min": None, "ratio_max": None}
     ratios = [r["ours"] / r["torchserve"] for r in complete]
     return {
-        "ours_p50_ms": round(statistics.median(r["ours"] for r in complete), 2),
-        "ts_p50_ms": round(statistics.median(r["torchserve"] for r in complete), 2),
+        "ours_median": round(statistics.median(r["ours"] for r in complete), 2),
+        "ts_median": round(statistics.median(r["torchserve"] for r in complete), 2),
         "ratio": round(statistics.median(ratios), 3),
         "ratio_min": round(min(ratios), 3),
         "ratio_max": round(max(ratios), 3),
@@ -92,7 +92,7 @@ def table_rows(summaries: Mapping[int, Mapping[str, float | None]], floor_ms: fl
         if s["ratio"] is None:
             rows.append([f"c{concurrency}"] + ["n/a"] * (len(header) - 1))
             continue
-        ts, ours = float(s["ts_p50_ms"] or 0), float(s["ours_p50_ms"] or 0)
+        ts, ours = float(s["ts_median"] or 0), float(s["ours_median"] or 0)
         rows.append(
             [
                 f"c{concurrency}",
@@ -107,12 +107,13 @@ def table_rows(summaries: Mapping[int, Mapping[str, float | None]], floor_ms: fl
     return rows
 
 
-def replace_section(document: str, section: str) -> str:
-    """``document`` with the explain section replaced by ``section`` (appended when absent)."""
-    block = f"{SECTION_BEGIN}\n{section.strip()}\n{SECTION_END}"
-    start, end = document.find(SECTION_BEGIN), document.find(SECTION_END)
-    if start != -1 and end > start:
-        return document[:start] + block + document[end + len(SECTION_END) :]
+def replace_section(document: str, section: str, begin: str = SECTION_BEGIN, end: str = SECTION_END) -> str:
+    """``document`` with the section between the ``begin`` and ``end`` markers (the explain section's by
+    default) replaced by ``section``; appended when absent."""
+    block = f"{begin}\n{section.strip()}\n{end}"
+    first, last = document.find(begin), document.find(end)
+    if first != -1 and last > first:
+        return document[:first] + block + document[last + len(end) :]
     return document.rstrip("\n") + "\n\n" + block + "\n"
 
 

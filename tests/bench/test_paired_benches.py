@@ -1,4 +1,4 @@
-"""The paired explain benchmark's pure parts: per-round ratios, alternation, its results.md section."""
+"""The paired benchmarks' pure parts (explain_bench, throughput_bench): ratios, alternation, sections."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ def test_the_ratio_is_the_median_of_per_round_ratios_not_the_ratio_of_medians() 
     assert summary["ratio"] == 0.5
     assert summary["ratio_min"] == 0.5
     assert summary["ratio_max"] == 0.6
-    assert summary["ours_p50_ms"] == 6.0
-    assert summary["ts_p50_ms"] == 10.0
+    assert summary["ours_median"] == 6.0
+    assert summary["ts_median"] == 10.0
 
 
 def test_rounds_missing_a_side_are_left_out_and_none_means_not_measured() -> None:
@@ -39,8 +39,8 @@ def test_sides_alternate_which_goes_first() -> None:
 
 def test_overheads_are_p50_minus_the_compute_floor_at_concurrency_1() -> None:
     summaries = {
-        1: {"ours_p50_ms": 5.0, "ts_p50_ms": 9.0, "ratio": 0.55, "ratio_min": 0.5, "ratio_max": 0.6},
-        4: {"ours_p50_ms": None, "ts_p50_ms": None, "ratio": None, "ratio_min": None, "ratio_max": None},
+        1: {"ours_median": 5.0, "ts_median": 9.0, "ratio": 0.55, "ratio_min": 0.5, "ratio_max": 0.6},
+        4: {"ours_median": None, "ts_median": None, "ratio": None, "ratio_min": None, "ratio_max": None},
     }
     header, c1, c4 = explain_bench.table_rows(summaries, floor_ms=4.0)
     row = dict(zip(header, c1, strict=True))
@@ -57,3 +57,19 @@ def test_the_section_is_replaced_in_place_and_the_rest_of_the_document_is_kept()
     assert "serving text" in twice and "trailing" in twice
     assert "first" not in twice and twice.count(explain_bench.SECTION_BEGIN) == 1
     assert twice.index("second") < twice.index("trailing")
+
+
+def test_throughput_pairs_give_a_ratio_per_metric_and_verdicts_against_issue_7s_targets() -> None:
+    import throughput_bench
+
+    rounds = [
+        {"ours": {"rps": 2400.0, "p99_ms": 16.0}, "torchserve": {"rps": 1200.0, "p99_ms": 64.0}},
+        {"ours": {"rps": 1800.0, "p99_ms": 20.0}, "torchserve": {"rps": 1000.0, "p99_ms": 50.0}},
+        {"ours": {"rps": 2100.0, "p99_ms": 18.0}, "torchserve": {"rps": 1000.0, "p99_ms": 60.0}},
+    ]
+    summary = throughput_bench.summaries(rounds)
+    assert summary["rps"]["ratio"] == 2.0  # per-round 2.0, 1.8, 2.1
+    assert summary["p99_ms"]["ratio"] == 0.3  # per-round 0.25, 0.4, 0.3
+    lines = throughput_bench.verdicts({"throughput": 2.0, "p99": 0.6})
+    assert lines == ["throughput ratio >= 2: 2: met", "p99 ratio <= 0.5: 0.6: NOT met"]
+    assert throughput_bench.verdicts({"throughput": None, "p99": None})[0].endswith("not measured")
