@@ -4,10 +4,8 @@
 
 The serving benchmark measures each server's explain point once, minutes apart; on a shared 2-core
 machine the speed of the machine itself drifts by tens of percent over that time, which the ratio then
-reports as ours or TorchServe's. Here both servers run side by side (the idle one sleeps) and the
-load alternates between them in short rounds (ours first in even rounds, TorchServe first in odd
-ones): each round gives one pair of p50s taken under the same conditions, and the reported ratio is
-the median of the per-round ratios.
+reports as ours or TorchServe's. Here they are measured paired (bench/paired.py): side by side, the
+load alternating between them in short rounds, the ratio the median of the per-round ratios of p50s.
 
 Both sides explain the seed request (a PNG "2") with integrated gradients at n_steps=15 (TorchServe's
 VisionHandler hard-codes 15; ours is told so in the request's parameters), on the seed's
@@ -28,18 +26,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
+import paired
 import serving_bench
 import serving_env
-import serving_load
 import serving_procs
 import serving_report
 
@@ -48,33 +43,10 @@ RESULTS_MD = BENCH_DIR / "results.md"
 SECTION_BEGIN = "<!-- explain-bench:begin (written by bench/explain_bench.py; replaced on every run) -->"
 SECTION_END = "<!-- explain-bench:end -->"
 GOAL = 0.5  # issue 6: explain p50 <= 0.5x TorchServe's
-SIDES = ("ours", "torchserve")
 log = serving_bench.log
 
 
 # ------------------------------------------------------------------------------------- pure parts
-
-
-def paired_summary(rounds: Sequence[Mapping[str, float]]) -> dict[str, float | None]:
-    """From per-round values (``{"ours": x, "torchserve": y}``, e.g. p50 ms): each side's median value,
-    and the median, lowest and highest of the per-round ratios ours / TorchServe (None without rounds)."""
-    complete = [r for r in rounds if r.get("ours") and r.get("torchserve")]
-    if not complete:
-        return {"ours_median": None, "ts_median": None, "ratio": None, "ratio_min": None, "ratio_max": None}
-    ratios = [r["ours"] / r["torchserve"] for r in complete]
-    return {
-        "ours_median": round(statistics.median(r["ours"] for r in complete), 2),
-        "ts_median": round(statistics.median(r["torchserve"] for r in complete), 2),
-        "ratio": round(statistics.median(ratios), 3),
-        "ratio_min": round(min(ratios), 3),
-        "ratio_max": round(max(ratios), 3),
-    }
-
-
-def round_order(index: int) -> tuple[str, str]:
-    """Which side goes first in round ``index``: alternating, so neither always runs on a warm cache
-    or right after the other's load."""
-    return SIDES if index % 2 == 0 else SIDES[::-1]
 
 
 def table_rows(summaries: Mapping[int, Mapping[str, float | None]], floor_ms: float) -> list[list[str]]:
@@ -105,16 +77,6 @@ def table_rows(summaries: Mapping[int, Mapping[str, float | None]], floor_ms: fl
             ]
         )
     return rows
-
-
-def replace_section(document: str, section: str, begin: str = SECTION_BEGIN, end: str = SECTION_END) -> str:
-    """``document`` with the section between the ``begin`` and ``end`` markers (the explain section's by
-    default) replaced by ``section``; appended when absent."""
-    block = f"{begin}\n{section.strip()}\n{end}"
-    first, last = document.find(begin), document.find(end)
-    if first != -1 and last > first:
-        return document[:first] + block + document[last + len(end) :]
-    return document.rstrip("\n") + "\n\n" + block + "\n"
 
 
 # -------------------------------------------------------------------------------------- measuring
@@ -159,57 +121,39 @@ def explain_threads_of_ours() -> int:
     return explain_threads(default_torch_threads(cpus, 1), cpus, 1, idle=True, pinned=False)
 
 
-def measure(args: argparse.Namespace, work: Path, wrk: str) -> dict[str, Any]:
+def measure(args: argparse.Namespace, work: Path, wrk: str) -> dict[int, list[paired.Round]]:
     ours_store, ts_store = serving_bench.build_stores(work)
     bodies = serving_bench.request_bodies(work)
-    servers = {
-        "ours": serving_bench.our_server("ours_default", work, ours_store, ()),
-        "torchserve": serving_bench.torchserve_server("ts_default", work, ts_store, env={}),
+    ok = serving_bench.explain_answer_ok
+    sides = {
+        "ours": paired.Side(
+            serving_bench.our_server("ours_default", work, ours_store, ()),
+            "/v1/models/mnist:explain",
+            bodies["explain_ours"],
+            ok,
+        ),
+        "torchserve": paired.Side(
+            serving_bench.torchserve_server("ts_default", work, ts_store, env={}),
+            "/explanations/mnist",
+            bodies["v1"],
+            ok,
+        ),
     }
-    paths = {"ours": "/v1/models/mnist:explain", "torchserve": "/explanations/mnist"}
-    body_files = {"ours": bodies["explain_ours"], "torchserve": bodies["v1"]}
-    for side in SIDES:
-        servers[side].start()
-    try:
-        for side in SIDES:
-            servers[side].wait_first_answer(
-                paths[side], body_files[side].read_bytes(), accept=serving_bench.explain_answer_ok
-            )
-            url = f"http://127.0.0.1:{servers[side].port}{paths[side]}"
-            serving_load.run_wrk(wrk, url, body_files[side], connections=1, seconds=args.warmup)
-        rounds: dict[int, list[dict[str, float]]] = {c: [] for c in args.concurrency}
-        errors = 0
-        for concurrency in args.concurrency:
-            for index in range(args.rounds):
-                pair: dict[str, float] = {}
-                for side in round_order(index):
-                    url = f"http://127.0.0.1:{servers[side].port}{paths[side]}"
-                    point = serving_load.run_wrk(
-                        wrk, url, body_files[side], connections=concurrency, seconds=args.seconds
-                    )
-                    errors += point.errors
-                    pair[side] = point.p50_ms
-                rounds[concurrency].append(pair)
-                log(
-                    f"  c{concurrency} round {index + 1}: ours {pair['ours']:.2f} ms,"
-                    f" TorchServe {pair['torchserve']:.2f} ms ({pair['ours'] / pair['torchserve']:.3f})"
-                )
-    finally:
-        left = serving_procs.stop_all()
-    if left:
-        raise RuntimeError(f"processes left running: {left}")
-    return {"rounds": rounds, "errors": errors}
+    return paired.run(
+        sides,
+        wrk,
+        concurrencies=args.concurrency,
+        rounds=args.rounds,
+        seconds=args.seconds,
+        warmup=args.warmup,
+        warmup_connections=1,
+        log=log,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--rounds", type=int, default=8, help="alternating rounds per concurrency")
-    parser.add_argument("--seconds", type=float, default=2.0, help="seconds of load per side per round")
-    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per server")
+    parser = paired.arguments(__doc__ or "", rounds=8, seconds=2.0, warmup=2.0)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
-    parser.add_argument("--no-results", action="store_true", help="do not write bench/results.md")
     args = parser.parse_args(argv)
     serving_procs.install_cleanup()
     wrk = serving_env.ensure_wrk(log)
@@ -222,38 +166,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="isvc-explain-bench-") as tmp:
         measured = measure(args, Path(tmp), wrk)
     load_after = serving_bench.load_average()
-    summaries = {c: paired_summary(r) for c, r in measured["rounds"].items()}
+    summaries = {c: paired.summary(paired.metric(r, "p50_ms")) for c, r in measured.items()}
     rows = table_rows(summaries, floor_ms)
     print(serving_report.text_table(rows))
     ratios = {f"explain_c{c}_p50_ratio": s["ratio"] for c, s in summaries.items()}
     ratios["floor_ms"] = round(floor_ms, 2)
     if not args.no_results:
-        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         c1 = summaries.get(1, {}).get("ratio")
         verdict = "not measured" if c1 is None else ("met" if c1 <= GOAL else "NOT met")
-        section = "\n".join(
-            [
-                "## Explanations, paired: our runtime vs TorchServe 0.12.0 (`bench/explain_bench.py`)",
-                "",
-                f"Run {when}: {machine['nproc']} CPUs ({machine['cpu']}), torch {machine['torch']},"
-                f" TorchServe {ts_info['torchserve']}, source {machine['revision']}; load average before"
-                f" {load_before}, after {load_after}.",
-                f"Both servers up side by side; {args.rounds} alternating rounds of {args.seconds:g} s"
-                f" per side at each concurrency (wrk, one thread, keep-alive), seed request, n_steps="
-                f"{serving_bench.EXPLAIN_STEPS} on both sides; {measured['errors']} errors.",
-                f"Compute floor (the 15-step forward + backward alone, in-process, {threads} intra-op"
-                f" thread(s)): {floor_ms:.2f} ms. Overhead = p50 - floor.",
-                "",
-                serving_report.markdown_table(rows),
-                "",
-                "```json",
-                json.dumps(ratios),
-                "```",
-                "",
-                f"Issue 6's goal, c1 p50 <= {GOAL}x TorchServe's: {c1}: {verdict}.",
-            ]
+        method = [
+            f"Both servers up side by side; {args.rounds} alternating rounds of {args.seconds:g} s"
+            f" per side at each concurrency (wrk, one thread, keep-alive), seed request, n_steps="
+            f"{serving_bench.EXPLAIN_STEPS} on both sides; {paired.errors(measured)} errors.",
+            f"Compute floor (the 15-step forward + backward alone, in-process, {threads} intra-op"
+            f" thread(s)): {floor_ms:.2f} ms. Overhead = p50 - floor.",
+        ]
+        text = paired.section(
+            "Explanations, paired: our runtime vs TorchServe 0.12.0 (`bench/explain_bench.py`)",
+            machine,
+            ts_info["torchserve"],
+            (load_before, load_after),
+            method,
+            serving_report.markdown_table(rows),
+            ratios,
+            [f"Issue 6's goal, c1 p50 <= {GOAL}x TorchServe's: {c1}: {verdict}."],
         )
-        RESULTS_MD.write_text(replace_section(RESULTS_MD.read_text(), section))
+        paired.write_section(RESULTS_MD, text, SECTION_BEGIN, SECTION_END)
         log(f"wrote {RESULTS_MD}")
     print(json.dumps(ratios))
     return 0

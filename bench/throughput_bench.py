@@ -5,9 +5,8 @@
 The serving benchmark measures each setup minutes apart; this machine's own speed drifts by 20% or more
 over such spans (our tuned runtime alone measured 2,280 to 2,880 req/s at c32 within one minute), and
 an unpaired ratio reports that drift as a difference between the servers. Here the two setups the key
-ratio compares run side by side and the load alternates between them in rounds (the method of
-bench/explain_bench.py, whose pure parts this reuses): each round gives one pair of points under the
-same conditions, and each ratio is the median of the per-round ratios.
+ratio compares are measured paired (bench/paired.py): side by side, the load alternating between them
+in rounds, each ratio the median of the per-round ratios.
 
 - ours: ``python -m isvc_runtime --model-store STORE --batch-size 32 --max-batch-delay 5
   --torch-threads CPUS`` (serving bench setup (d), ``serving_bench.OURS_TUNED_ARGS``);
@@ -23,15 +22,12 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-import explain_bench
+import paired
 import serving_bench
 import serving_env
-import serving_load
 import serving_procs
 import serving_report
 
@@ -47,12 +43,9 @@ TARGETS = (  # issue 7: ours tuned vs TorchServe's best at c32
 log = serving_bench.log
 
 
-def summaries(rounds: Sequence[dict[str, dict[str, float]]]) -> dict[str, dict[str, float | None]]:
-    """Per metric (``rps``, ``p99_ms``): :func:`explain_bench.paired_summary` of its per-round pairs."""
-    return {
-        metric: explain_bench.paired_summary([{side: r[side][metric] for side in r} for r in rounds])
-        for metric in ("rps", "p99_ms")
-    }
+def summaries(rounds: Sequence[paired.Round]) -> dict[str, dict[str, float | None]]:
+    """Per metric (``rps``, ``p99_ms``): :func:`paired.summary` of its per-round pairs."""
+    return {name: paired.summary(paired.metric(rounds, name)) for name in ("rps", "p99_ms")}
 
 
 def verdicts(ratios: dict[str, float | None]) -> list[str]:
@@ -90,63 +83,43 @@ def table_rows(summary: dict[str, dict[str, float | None]], concurrency: int) ->
     ]
 
 
-def measure(args: argparse.Namespace, work: Path, wrk: str) -> dict[str, Any]:
+def measure(args: argparse.Namespace, work: Path, wrk: str) -> list[paired.Round]:
     ours_store, ts_store = serving_bench.build_stores(work)
     bodies = serving_bench.request_bodies(work)
-    servers = {
-        "ours": serving_bench.our_server("ours_tuned", work, ours_store, serving_bench.OURS_TUNED_ARGS),
-        "torchserve": serving_bench.torchserve_server(
-            "ts_best",
-            work,
-            ts_store,
-            env={"OMP_NUM_THREADS": "1"},
-            workers=TS_BEST_WORKERS,
-            job_queue_size=1000,
+    ok = serving_bench.v1_answer_ok
+    ts_server = serving_bench.torchserve_server(
+        "ts_best",
+        work,
+        ts_store,
+        env={"OMP_NUM_THREADS": "1"},
+        workers=TS_BEST_WORKERS,
+        job_queue_size=1000,
+    )
+    sides = {
+        "ours": paired.Side(
+            serving_bench.our_server("ours_tuned", work, ours_store, serving_bench.OURS_TUNED_ARGS),
+            "/v1/models/mnist:predict",
+            bodies["v1"],
+            ok,
         ),
+        "torchserve": paired.Side(ts_server, "/predictions/mnist", bodies["v1"], ok),
     }
-    paths = {"ours": "/v1/models/mnist:predict", "torchserve": "/predictions/mnist"}
-    urls: dict[str, str] = {}
-    for side in explain_bench.SIDES:
-        servers[side].start()
-    try:
-        for side in explain_bench.SIDES:
-            servers[side].wait_first_answer(
-                paths[side], bodies["v1"].read_bytes(), accept=serving_bench.v1_answer_ok
-            )
-            urls[side] = f"http://127.0.0.1:{servers[side].port}{paths[side]}"
-            serving_load.run_wrk(wrk, urls[side], bodies["v1"], connections=8, seconds=args.warmup)
-        rounds: list[dict[str, dict[str, float]]] = []
-        errors = 0
-        for index in range(args.rounds):
-            pair: dict[str, dict[str, float]] = {}
-            for side in explain_bench.round_order(index):
-                point = serving_load.run_wrk(
-                    wrk, urls[side], bodies["v1"], connections=args.concurrency, seconds=args.seconds
-                )
-                errors += point.errors
-                pair[side] = {"rps": point.rps, "p99_ms": point.p99_ms}
-            rounds.append(pair)
-            ours, ts = pair["ours"], pair["torchserve"]
-            log(
-                f"  round {index + 1}: ours {ours['rps']:.0f} req/s p99 {ours['p99_ms']:.1f} ms,"
-                f" TorchServe {ts['rps']:.0f} req/s p99 {ts['p99_ms']:.1f} ms"
-            )
-    finally:
-        left = serving_procs.stop_all()
-    if left:
-        raise RuntimeError(f"processes left running: {left}")
-    return {"rounds": rounds, "errors": errors}
+    measured = paired.run(
+        sides,
+        wrk,
+        concurrencies=[args.concurrency],
+        rounds=args.rounds,
+        seconds=args.seconds,
+        warmup=args.warmup,
+        warmup_connections=8,
+        log=log,
+    )
+    return measured[args.concurrency]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--rounds", type=int, default=6, help="alternating rounds")
-    parser.add_argument("--seconds", type=float, default=5.0, help="seconds of load per side per round")
-    parser.add_argument("--warmup", type=float, default=3.0, help="seconds of warm-up per server")
+    parser = paired.arguments(__doc__ or "", rounds=6, seconds=5.0, warmup=3.0)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--no-results", action="store_true", help="do not write bench/results.md")
     args = parser.parse_args(argv)
     serving_procs.install_cleanup()
     wrk = serving_env.ensure_wrk(log)
@@ -156,35 +129,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="isvc-throughput-bench-") as tmp:
         measured = measure(args, Path(tmp), wrk)
     load_after = serving_bench.load_average()
-    summary = summaries(measured["rounds"])
+    summary = summaries(measured)
     rows = table_rows(summary, args.concurrency)
     print(serving_report.text_table(rows))
     ratios = {"throughput": summary["rps"]["ratio"], "p99": summary["p99_ms"]["ratio"]}
     if not args.no_results:
-        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-        section = "\n".join(
-            [
-                "## Throughput at c32, paired: ours tuned vs TorchServe's best (`bench/throughput_bench.py`)",
-                "",
-                f"Run {when}: {machine['nproc']} CPUs ({machine['cpu']}), torch {machine['torch']},"
-                f" TorchServe {ts_info['torchserve']}, source {machine['revision']}; load average before"
-                f" {load_before}, after {load_after}.",
-                f"Both servers up side by side; {args.rounds} alternating rounds of {args.seconds:g} s per"
-                f" side (wrk, one thread, {args.concurrency} keep-alive connections, the seed request);"
-                f" {measured['errors']} errors. Ours: `{' '.join(serving_bench.OURS_TUNED_ARGS)}`;"
-                f" TorchServe: `OMP_NUM_THREADS=1`, {TS_BEST_WORKERS} workers, job_queue_size 1000.",
-                "",
-                serving_report.markdown_table(rows),
-                "",
-                "```json",
-                json.dumps(ratios),
-                "```",
-                "",
-                *[f"- {line}" for line in verdicts(ratios)],
-            ]
+        method = [
+            f"Both servers up side by side; {args.rounds} alternating rounds of {args.seconds:g} s per"
+            f" side (wrk, one thread, {args.concurrency} keep-alive connections, the seed request);"
+            f" {paired.errors({args.concurrency: measured})} errors."
+            f" Ours: `{' '.join(serving_bench.OURS_TUNED_ARGS)}`;"
+            f" TorchServe: `OMP_NUM_THREADS=1`, {TS_BEST_WORKERS} workers, job_queue_size 1000.",
+        ]
+        text = paired.section(
+            "Throughput at c32, paired: ours tuned vs TorchServe's best (`bench/throughput_bench.py`)",
+            machine,
+            ts_info["torchserve"],
+            (load_before, load_after),
+            method,
+            serving_report.markdown_table(rows),
+            ratios,
+            [f"- {line}" for line in verdicts(ratios)],
         )
-        document = RESULTS_MD.read_text()
-        RESULTS_MD.write_text(explain_bench.replace_section(document, section, SECTION_BEGIN, SECTION_END))
+        paired.write_section(RESULTS_MD, text, SECTION_BEGIN, SECTION_END)
         log(f"wrote {RESULTS_MD}")
     print(json.dumps(ratios))
     return 0
