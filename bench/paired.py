@@ -20,6 +20,7 @@ from pathlib import Path
 
 import serving_load
 import serving_procs
+import serving_report
 
 SIDES = ("ours", "torchserve")
 
@@ -68,16 +69,6 @@ def round_order(index: int) -> tuple[str, str]:
     return SIDES if index % 2 == 0 else SIDES[::-1]
 
 
-def replace_section(document: str, section: str, begin: str, end: str) -> str:
-    """``document`` with the part between the ``begin`` and ``end`` markers replaced by ``section``
-    (markers kept); appended when absent."""
-    block = f"{begin}\n{section.strip()}\n{end}"
-    first, last = document.find(begin), document.find(end)
-    if first != -1 and last > first:
-        return document[:first] + block + document[last + len(end) :]
-    return document.rstrip("\n") + "\n\n" + block + "\n"
-
-
 def arguments(description: str, *, rounds: int, seconds: float, warmup: float) -> argparse.ArgumentParser:
     """The options every paired benchmark takes (each adds its own concurrency option)."""
     parser = argparse.ArgumentParser(
@@ -124,7 +115,7 @@ def section(
 
 
 def write_section(path: Path, text: str, begin: str, end: str) -> None:
-    path.write_text(replace_section(path.read_text(), text, begin, end))
+    path.write_text(serving_report.replace_section(path.read_text(), text, begin, end))
 
 
 def run(

@@ -164,13 +164,14 @@ def text_table(rows: Sequence[Sequence[str]]) -> str:
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows)
 
 
-def replace_section(document: str, section: str) -> str:
-    """``document`` with our marked section replaced by ``section`` (appended when absent)."""
-    block = f"{SECTION_BEGIN}\n{section.strip()}\n{SECTION_END}"
-    start = document.find(SECTION_BEGIN)
-    end = document.find(SECTION_END)
-    if start != -1 and end != -1 and end > start:
-        return document[:start] + block + document[end + len(SECTION_END) :]
+def replace_section(document: str, section: str, begin: str = SECTION_BEGIN, end: str = SECTION_END) -> str:
+    """``document`` with the part between the ``begin`` and ``end`` markers (the serving section's by
+    default) replaced by ``section``, markers kept; appended when absent."""
+    block = f"{begin}\n{section.strip()}\n{end}"
+    first = document.find(begin)
+    last = document.find(end)
+    if first != -1 and last != -1 and last > first:
+        return document[:first] + block + document[last + len(end) :]
     if not document.strip():
         return f"# Benchmark results\n\n{block}\n"
     return document.rstrip("\n") + "\n\n" + block + "\n"

@@ -10,6 +10,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import explain_bench
 import paired
 import serving_load
+import serving_report
 
 
 def test_the_ratio_is_the_median_of_per_round_ratios_not_the_ratio_of_medians() -> None:
@@ -55,8 +56,8 @@ def test_overheads_are_p50_minus_the_compute_floor_at_concurrency_1() -> None:
 def test_the_section_is_replaced_in_place_and_the_rest_of_the_document_is_kept() -> None:
     document = "# Benchmark results\n\nserving text\n"
     begin, end = explain_bench.SECTION_BEGIN, explain_bench.SECTION_END
-    once = paired.replace_section(document, "first", begin, end)
-    twice = paired.replace_section(once + "\ntrailing\n", "second", begin, end)
+    once = serving_report.replace_section(document, "first", begin, end)
+    twice = serving_report.replace_section(once + "\ntrailing\n", "second", begin, end)
     assert "serving text" in twice and "trailing" in twice
     assert "first" not in twice and twice.count(explain_bench.SECTION_BEGIN) == 1
     assert twice.index("second") < twice.index("trailing")

@@ -1,10 +1,12 @@
 """Helpers for the runtime tests: the real server as a subprocess on a loopback port and archives built
-with the real ``torch-model-archiver`` (both from tests/support/runtime.py), and the quadrant images."""
+with the real ``torch-model-archiver`` (both from tests/support/runtime.py), the quadrant images, and
+Captum's own integrated gradients to hold explanations to."""
 
 from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 from support.runtime import RuntimeProcess, build_archive, build_mnist_store
@@ -17,6 +19,7 @@ __all__ = [
     "RuntimeProcess",
     "build_archive",
     "build_mnist_store",
+    "captum_attributions",
     "quadrant_png",
     "quadrant_tensor",
 ]
@@ -51,3 +54,15 @@ def quadrant_tensor(quadrant: int) -> list[list[list[float]]]:
         for x in range(left, left + 4):
             grid[y][x] = 1.0
     return [grid]
+
+
+def captum_attributions(net: Any, x: Any, targets: list[int], n_steps: int) -> Any:
+    """Captum's ``IntegratedGradients`` of ``net`` at ``x`` (zero baseline, default method), one target
+    per row, as a numpy array: what the server's explanations are compared with."""
+    import torch
+    from captum.attr import IntegratedGradients
+
+    attributions = IntegratedGradients(net).attribute(
+        x, baselines=torch.zeros_like(x), target=targets, n_steps=n_steps
+    )
+    return attributions.detach().cpu().numpy()

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from runtime_support import REPO_ROOT, RuntimeProcess, build_mnist_store
+from runtime_support import REPO_ROOT, RuntimeProcess, build_mnist_store, captum_attributions
 
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available(),
@@ -117,15 +117,6 @@ def post(server: RuntimeProcess, path: str, body: Any) -> Any:
     response = server.client.post(path, json=body, timeout=120)
     assert response.status_code == 200, response.text
     return response.json()
-
-
-def captum_on_cpu(net: torch.nn.Module, x: torch.Tensor, targets: list[int]) -> np.ndarray:
-    from captum.attr import IntegratedGradients
-
-    attributions = IntegratedGradients(net).attribute(
-        x, baselines=torch.zeros_like(x), target=targets, n_steps=N_STEPS
-    )
-    return attributions.detach().numpy()
 
 
 # ----------------------------------------------------------------------------------- placement
@@ -239,7 +230,7 @@ def complete_explanations_and_captums(
     ours = explained(server, mnist, images)
     x = mnist.to_tensor(images)
     assert_complete(ours, net, x, targets)
-    return ours, captum_on_cpu(net, x, targets)
+    return ours, captum_attributions(net, x, targets, N_STEPS)
 
 
 def test_cuda_explanations_are_complete_and_near_captum_on_the_cpu(

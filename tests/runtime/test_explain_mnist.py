@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 from captum.attr import IntegratedGradients
-from runtime_support import SEED_REQUEST, RuntimeProcess, build_mnist_store
+from runtime_support import SEED_REQUEST, RuntimeProcess, build_mnist_store, captum_attributions
 
 
 @pytest.fixture(scope="module")
@@ -30,13 +30,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RuntimeProcess]
     with RuntimeProcess(store, log, *flags) as runtime:
         runtime.wait_ready()
         yield runtime
-
-
-def captum(net: torch.nn.Module, x: torch.Tensor, targets: list[int], n_steps: int) -> np.ndarray:
-    attributions = IntegratedGradients(net).attribute(
-        x, baselines=torch.zeros_like(x), target=targets, n_steps=n_steps
-    )
-    return attributions.detach().numpy()
 
 
 def explain(server: RuntimeProcess, body: Any, path: str = "/v1/models/mnist:explain") -> Any:
@@ -60,7 +53,7 @@ def test_seed_explanation_is_captums_15_step_attribution_for_the_seeds_target(
     seed = json.loads(SEED_REQUEST.read_bytes())
     instance = seed["instances"][0]
     x = mnist.to_tensor(mnist.decode_png_b64(instance["data"])[None])
-    expected = captum(net, x, [instance["target"]], 15)
+    expected = captum_attributions(net, x, [instance["target"]], 15)
     ours = np.asarray(explain(server, seed)["explanations"], dtype=np.float32)
     assert np.abs(ours - expected).max() < 1e-5
 
@@ -82,7 +75,7 @@ def test_attributions_are_complete_and_match_captum_for_20_heldout_digits(
     for i, target in enumerate(predicted):
         difference = (f_x[i, target] - f_baseline[i, target]).item()
         assert abs(ours[i].sum() - difference) <= 0.01 * abs(difference), (i, ours[i].sum(), difference)
-    assert np.abs(ours - captum(net, x, predicted, 200)).max() < 1e-5
+    assert np.abs(ours - captum_attributions(net, x, predicted, 200)).max() < 1e-5
 
 
 def test_each_instance_is_explained_for_its_own_target(
@@ -94,7 +87,7 @@ def test_each_instance_is_explained_for_its_own_target(
     body = {"instances": [{"data": mnist.png_b64(digit), "target": t} for t in targets]}
     ours = np.asarray(explain(server, body)["explanations"], dtype=np.float32)
     x = mnist.to_tensor(np.stack([digit] * 3))
-    expected = captum(net, x, targets, 15)
+    expected = captum_attributions(net, x, targets, 15)
     assert np.abs(ours - expected).max() < 1e-5
     assert np.abs(ours[0] - ours[1]).max() > 1e-3 and np.abs(ours[1] - ours[2]).max() > 1e-3
     # v1's parameters.target names the target of instances that have none of their own
@@ -143,7 +136,7 @@ def test_concurrent_explanations_each_get_their_own_answer(
     with ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(one, requests))
     for (image, target, n_steps), ours in zip(requests, answers, strict=True):
-        expected = captum(net, mnist.to_tensor(image[None]), [target], n_steps)
+        expected = captum_attributions(net, mnist.to_tensor(image[None]), [target], n_steps)
         assert np.abs(ours - expected).max() < 1e-5
 
 
