@@ -34,7 +34,12 @@ DEFAULT_RESOURCES = {"cpu": "1", "memory": "2Gi"}
 MIN_SCALE = "autoscaling.knative.dev/minScale"
 MAX_SCALE = "autoscaling.knative.dev/maxScale"
 AUTOSCALING_CLASS = "autoscaling.knative.dev/class"
-KPA = "kpa.knative.dev"
+# Knative's class names (knative.dev/serving pkg/apis/autoscaling/register.go: autoscaling.KPA / HPA).
+# Knative's webhook refuses any other class ending in ".knative.dev" and leaves custom classes to their
+# autoscaler (annotation_validation.go, validateClass).
+KPA = "kpa.autoscaling.knative.dev"
+HPA = "hpa.autoscaling.knative.dev"
+_KNATIVE_CLASS_DOMAIN = ".knative.dev"
 SCRAPE = "prometheus.io/scrape"
 SCRAPE_PORT = "prometheus.io/port"
 SCRAPE_PATH = "prometheus.io/path"
@@ -115,6 +120,12 @@ def revision_annotations(isvc: dict[str, Any], metrics: MetricsConfig | None = N
         if key not in _NOT_COPIED and not key.startswith(_NOT_COPIED_PREFIXES)
     }
     annotations.setdefault(AUTOSCALING_CLASS, KPA)
+    autoscaling_class = annotations[AUTOSCALING_CLASS]
+    if autoscaling_class.endswith(_KNATIVE_CLASS_DOMAIN) and autoscaling_class not in (KPA, HPA):
+        raise RenderError(
+            f"metadata.annotations[{AUTOSCALING_CLASS}]: {autoscaling_class!r} is not a Knative autoscaler"
+            f" class; use {KPA!r}, {HPA!r} or a custom class outside the knative.dev domain"
+        )
     min_replicas = predictor.get("minReplicas")
     annotations[MIN_SCALE] = str(1 if min_replicas is None else min_replicas)
     if (predictor.get("maxReplicas") or 0) > 0:

@@ -120,7 +120,7 @@ def test_annotations_copied_to_the_revision_with_autoscaling_defaults(isvc_facto
     }
     assert revision_annotations(isvc) == {
         "autoscaling.knative.dev/target": "10",
-        "autoscaling.knative.dev/class": "kpa.knative.dev",
+        "autoscaling.knative.dev/class": "kpa.autoscaling.knative.dev",
         "autoscaling.knative.dev/minScale": "1",
     }
 
@@ -132,10 +132,30 @@ def test_min_and_max_replicas_become_scale_bounds(isvc_factory) -> None:
     assert "autoscaling.knative.dev/maxScale" not in revision_annotations(isvc_factory(maxReplicas=0))
 
 
-def test_user_autoscaling_class_is_kept(isvc_factory) -> None:
+@pytest.mark.parametrize(
+    "autoscaling_class", ["kpa.autoscaling.knative.dev", "hpa.autoscaling.knative.dev", "keda.sh/autoscaler"]
+)
+def test_user_autoscaling_class_is_kept(isvc_factory, autoscaling_class: str) -> None:
     isvc = isvc_factory()
-    isvc["metadata"]["annotations"] = {"autoscaling.knative.dev/class": "hpa.autoscaling.knative.dev"}
-    assert revision_annotations(isvc)["autoscaling.knative.dev/class"] == "hpa.autoscaling.knative.dev"
+    isvc["metadata"]["annotations"] = {"autoscaling.knative.dev/class": autoscaling_class}
+    assert revision_annotations(isvc)["autoscaling.knative.dev/class"] == autoscaling_class
+
+
+@pytest.mark.parametrize(
+    "autoscaling_class", ["kpa.knative.dev", "hpa.knative.dev", "other.serving.knative.dev"]
+)
+def test_autoscaling_class_in_knatives_domain_must_be_one_of_its_own(
+    isvc_factory, autoscaling_class: str
+) -> None:
+    isvc = isvc_factory()
+    isvc["metadata"]["annotations"] = {"autoscaling.knative.dev/class": autoscaling_class}
+    with pytest.raises(RenderError, match=r"metadata.annotations\[autoscaling.knative.dev/class\]"):
+        revision_annotations(isvc)
+
+
+def test_default_autoscaling_class_is_knatives_kpa(isvc_factory) -> None:
+    annotations = revision_annotations(isvc_factory())
+    assert annotations["autoscaling.knative.dev/class"] == "kpa.autoscaling.knative.dev"
 
 
 def test_concurrency_timeout_and_pod_placement_reach_the_revision(isvc_factory) -> None:
