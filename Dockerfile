@@ -12,7 +12,7 @@
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
-# The build context filtered by .dockerignore: only what `pip install .` and the operator need.
+# The build context filtered by .dockerignore: only what `pip install .` needs (templates/ included).
 FROM scratch AS source
 COPY pyproject.toml README.md /src/
 COPY operator/ /src/operator/
@@ -72,9 +72,8 @@ ENTRYPOINT ["python", "-m", "isvc_runtime.storage"]
 # ---- operator: python -m isvc_operator (kopf; no torch)
 FROM base AS operator
 COPY --from=source /src /src
+# templates/ is installed as the package data of isvc_operator.templates (pyproject.toml).
 RUN pip install "./[operator]"
-# An installed (non-editable) package cannot find the repository's templates/: point at the copy.
-ENV ISVC_TEMPLATES_DIR=/src/templates
 USER 65532:65532
 WORKDIR /home/isvc
 # 8080: kopf's liveness endpoint (deploy/ sets ISVC_LIVENESS_ENDPOINT); 8081: the operator's Prometheus metrics.

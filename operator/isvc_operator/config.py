@@ -68,6 +68,12 @@ class StorageInitializerConfig:
     cpu_request: str
     cpu_limit: str
 
+    def resources(self) -> dict[str, dict[str, str]]:
+        return {
+            "requests": {"cpu": self.cpu_request, "memory": self.memory_request},
+            "limits": {"cpu": self.cpu_limit, "memory": self.memory_limit},
+        }
+
 
 @dataclass(frozen=True)
 class IngressConfig:

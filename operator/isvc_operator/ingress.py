@@ -15,8 +15,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .config import OperatorConfig
-from .naming import ISVC_LABEL, predictor_service_name
+from .naming import ISVC_LABEL, owner_reference, predictor_service_name
 from .render import render_template
+from .spec import parse_metadata
 
 VIRTUAL_SERVICE_TEMPLATE = "virtualservice.yaml.j2"
 ISTIO_GROUP, ISTIO_VERSION, ISTIO_PLURAL = "networking.istio.io", "v1beta1", "virtualservices"
@@ -35,8 +36,8 @@ def predictor_host(isvc: dict[str, Any], ksvc: dict[str, Any] | None) -> str:
     """The predictor's cluster-local host, as Knative reports it (else as Knative names it)."""
     address = (((ksvc or {}).get("status") or {}).get("address") or {}).get("url")
     host = urlsplit(address).hostname if address else None
-    metadata = isvc["metadata"]
-    return host or internal_host(predictor_service_name(metadata["name"]), metadata["namespace"])
+    metadata = parse_metadata(isvc)
+    return host or internal_host(predictor_service_name(metadata.name), metadata.namespace)
 
 
 def _quote(text: str) -> str:
@@ -51,8 +52,8 @@ def _authority(host_pattern: str) -> str:
 
 def virtual_service_context(isvc: dict[str, Any], config: OperatorConfig,
                             ksvc: dict[str, Any] | None) -> dict[str, Any]:
-    metadata = isvc["metadata"]
-    name, namespace = metadata["name"], metadata["namespace"]
+    metadata = parse_metadata(isvc)
+    name, namespace = metadata.name, metadata.namespace
     ingress = config.ingress
     external = external_host(name, namespace, ingress.domain)
     local_short = _quote(f"{name}.{namespace}")
@@ -60,7 +61,7 @@ def virtual_service_context(isvc: dict[str, Any], config: OperatorConfig,
         "name": name,
         "namespace": namespace,
         "labels": {ISVC_LABEL: name},
-        "owner": {"name": name, "uid": metadata["uid"]},
+        "owner": owner_reference(name, metadata.uid),
         "hosts": [external, internal_host(name, namespace)],
         "gateways": [ingress.ingress_gateway, ingress.local_gateway],
         "ingress_gateway": ingress.ingress_gateway,
@@ -80,8 +81,8 @@ def render_virtual_service(isvc: dict[str, Any], config: OperatorConfig, ksvc: d
 
 def ingress_urls(isvc: dict[str, Any], config: OperatorConfig) -> tuple[str, str]:
     """`status.url` and `status.address.url` when the VirtualService routes the top-level host."""
-    metadata = isvc["metadata"]
-    name, namespace = metadata["name"], metadata["namespace"]
+    metadata = parse_metadata(isvc)
+    name, namespace = metadata.name, metadata.namespace
     return (f"http://{external_host(name, namespace, config.ingress.domain)}",
             f"http://{internal_host(name, namespace)}")
 

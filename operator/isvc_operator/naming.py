@@ -28,3 +28,15 @@ def predictor_labels(isvc_name: str, user_labels: dict[str, str] | None = None) 
     labels[ISVC_LABEL] = isvc_name
     labels[COMPONENT_LABEL] = PREDICTOR
     return labels
+
+
+def owner_reference(isvc_name: str, uid: str) -> dict[str, object]:
+    """Makes the InferenceService the controller of an object: deleting it deletes the object."""
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": KIND,
+        "name": isvc_name,
+        "uid": uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 from dockerfile_stages import build_context, effective, env_of, exec_form, materialize, parse_stages
+from isvc_operator.config import default_config
+from isvc_operator.render import render_knative_service
 
 pytestmark = pytest.mark.slow
 
@@ -30,12 +32,14 @@ def install_target(target: str, tmp_path: Path) -> tuple[Path, dict[str, str], P
     prefix = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True, clear=True).create(prefix)
     env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("PIP_NO_CACHE", "VIRTUAL_ENV", "PYTHONPATH"))
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PIP_NO_CACHE", "VIRTUAL_ENV", "PYTHONPATH", "ISVC_TEMPLATES_DIR"))
     }
     for key, value in env_of(STAGES, target).items():
         if key == "PIP_NO_CACHE_DIR":
             continue
-        # An absolute path the image has (e.g. ISVC_TEMPLATES_DIR=/src/templates) points into the layout.
+        # An absolute path the image has points into the layout.
         env[key] = (
             str(root / value.lstrip("/"))
             if value.startswith("/") and (root / value.lstrip("/")).exists()
@@ -105,16 +109,17 @@ def test_storage_initializer_install_has_no_torch_and_its_entrypoint_runs(tmp_pa
     assert (tmp_path / "mnt-models" / "model.mar").read_bytes() == b"archive bytes"
 
 
-RENDER_PROBE = """
-import json
-from isvc_operator.config import default_config
-from isvc_operator.render import render_knative_service
-isvc = {
-    "apiVersion": "serving.kubeflow.org/v1beta1", "kind": "InferenceService",
+RENDER_ISVC = {
+    "apiVersion": "serving.kubeflow.org/v1beta1",
+    "kind": "InferenceService",
     "metadata": {"name": "torchserve", "namespace": "default", "uid": "0000-1111"},
     "spec": {"predictor": {"pytorch": {"storageUri": "gs://kfserving-examples/models/torchserve/image_classifier"}}},
 }
-print(json.dumps(render_knative_service(isvc, default_config())))
+RENDER_PROBE = f"""
+import json
+from isvc_operator.config import default_config
+from isvc_operator.render import render_knative_service
+print(json.dumps(render_knative_service({RENDER_ISVC!r}, default_config())))
 """
 
 
@@ -122,12 +127,14 @@ def test_operator_install_has_no_torch_and_renders_a_knative_service(tmp_path: P
     python, env, _ = install_target("operator", tmp_path)
     installed = assert_no_torch(python, env)
     assert {"kopf", "kubernetes", "jinja2", "pyyaml"} <= installed
-    # Non-editable install, as in the image: the templates come from the image's ISVC_TEMPLATES_DIR.
+    # Non-editable install, as in the image: the templates are the installed package's data, and they
+    # render exactly what the repository's templates/ render here.
     done = subprocess.run(
         [str(python), "-c", RENDER_PROBE], env=env, capture_output=True, text=True, cwd=tmp_path, timeout=120
     )
     assert done.returncode == 0, done.stderr
     ksvc = json.loads(done.stdout)
+    assert ksvc == json.loads(json.dumps(render_knative_service(RENDER_ISVC, default_config())))
     [container] = ksvc["spec"]["template"]["spec"]["containers"]
     [init] = ksvc["spec"]["template"]["spec"]["initContainers"]
     assert container["args"][:2] == ["--model-store", "/mnt/models"]

@@ -6,12 +6,17 @@ import json
 
 import pytest
 from isvc_operator.config import default_config, parse_config
-from isvc_operator.render import (
-    RenderError,
-    container_resources,
-    render_knative_service,
-    revision_annotations,
-)
+from isvc_operator.render import RenderError, render_knative_service
+from isvc_operator.render import revision_annotations as typed_revision_annotations
+from isvc_operator.spec import default_resources, parse_inference_service
+
+
+def revision_annotations(isvc: dict) -> dict[str, str]:
+    return typed_revision_annotations(parse_inference_service(isvc))
+
+
+def container_resources(resources: dict | None) -> dict:
+    return default_resources(resources).manifest()
 
 
 def pod_spec(ksvc: dict) -> dict:

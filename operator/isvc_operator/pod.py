@@ -1,0 +1,162 @@
+"""The predictor's pod: the storage initializer, the runtime container and the volumes they share.
+
+One value for every way a predictor is deployed: templates/predictor-pod.yaml.j2 lays it out, under
+`spec.template.spec` of the Knative Service today and of a Deployment in a raw deployment mode. Every
+path, volume name and probe is decided here; the template holds none of them.
+
+- The storage initializer (`python -m isvc_runtime.storage SRC DEST`) copies `storageUri` into the
+  emptyDir `kfserving-provision-location` at /mnt/models; a `pvc://claim/path` source is the claim
+  mounted read-only at /mnt/pvc. Only it gets the storage credentials (credentials.py).
+- The runtime (`python -m isvc_runtime --model-store /mnt/models ...`) mounts the copy read-only.
+  Readiness is `/v2/health/ready` (503 until every model is loaded); liveness and start-up are
+  `/v2/health/live`, which answers whenever the server's event loop does, loading or not. The start-up
+  probe gives a slow start (large archives are unpacked before the server binds) as long as Knative's
+  default progress deadline, 10 minutes, before liveness may restart the container.
+- Both containers run with the ConfigMap's `securityContext` (config.py): restrictive by default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import MetricsConfig, OperatorConfig
+from .credentials import StorageCredentials
+from .spec import InferenceService, PyTorchSpec
+
+MODEL_DIR = "/mnt/models"
+PVC_MOUNT = "/mnt/pvc"
+PROVISION_VOLUME = "kfserving-provision-location"
+PVC_VOLUME = "kfserving-pvc-source"
+STORAGE_INITIALIZER = "storage-initializer"
+RUNTIME_CONTAINER = "kfserving-container"
+RUNTIME_METRICS_PORT = 8082  # the runtime's default (TorchServe's metrics port)
+READINESS_PATH = "/v2/health/ready"
+LIVENESS_PATH = "/v2/health/live"
+LIVENESS = {"periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 3}
+STARTUP = {"periodSeconds": 5, "timeoutSeconds": 5, "failureThreshold": 120}
+
+
+@dataclass(frozen=True)
+class Container:
+    """One container of the pod, every field already in its Kubernetes form (None or empty: not set)."""
+
+    name: str
+    image: str
+    args: list[str]
+    resources: dict[str, Any]
+    volume_mounts: list[dict[str, Any]]
+    security_context: dict[str, Any] | None = None
+    env: list[dict[str, Any]] = field(default_factory=list)
+    ports: list[dict[str, Any]] = field(default_factory=list)
+    readiness_probe: dict[str, Any] | None = None
+    liveness_probe: dict[str, Any] | None = None
+    startup_probe: dict[str, Any] | None = None
+    termination_message_policy: str | None = None
+
+
+@dataclass(frozen=True)
+class PredictorPod:
+    storage_initializer: Container
+    runtime: Container
+    volumes: list[dict[str, Any]]
+    service_account_name: str | None = None
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = field(default_factory=list)
+    affinity: dict[str, Any] | None = None
+
+
+def predictor_pod(
+    isvc: InferenceService, config: OperatorConfig, credentials: StorageCredentials | None = None
+) -> PredictorPod:
+    """The pod that serves the isvc's predictor, from its spec, the operator's config and the storage
+    credentials of the predictor's ServiceAccount."""
+    predictor = isvc.predictor
+    credentials = credentials or StorageCredentials()
+    provision = {"name": PROVISION_VOLUME, "emptyDir": {}}
+    volumes, initializer_mounts = [provision], [{"name": PROVISION_VOLUME, "mountPath": MODEL_DIR}]
+    if predictor.pytorch.pvc is not None:
+        claim = {"claimName": predictor.pytorch.pvc.claim_name, "readOnly": True}
+        volumes.append({"name": PVC_VOLUME, "persistentVolumeClaim": claim})
+        initializer_mounts.append({"name": PVC_VOLUME, "mountPath": PVC_MOUNT, "readOnly": True})
+    volumes += credentials.volumes
+    initializer_mounts += credentials.volume_mounts
+    return PredictorPod(
+        storage_initializer=Container(
+            name=STORAGE_INITIALIZER,
+            image=config.storage_initializer.image,
+            args=[storage_source(predictor.pytorch), MODEL_DIR],
+            resources=config.storage_initializer.resources(),
+            volume_mounts=initializer_mounts,
+            env=list(credentials.env),
+            termination_message_policy="FallbackToLogsOnError",
+        ),
+        runtime=runtime_container(isvc, config),
+        volumes=volumes,
+        service_account_name=predictor.service_account_name,
+        node_selector=predictor.node_selector,
+        tolerations=list(predictor.tolerations),
+        affinity=predictor.affinity,
+    )
+
+
+def runtime_container(isvc: InferenceService, config: OperatorConfig) -> Container:
+    pytorch = isvc.predictor.pytorch
+    port = pytorch.port.container_port
+
+    def http_get(path: str, **timing: int) -> dict[str, Any]:
+        return {"httpGet": {"path": path, "port": port}, **timing}
+
+    return Container(
+        name=RUNTIME_CONTAINER,
+        image=predictor_image(pytorch, config),
+        args=runtime_args(isvc),
+        resources=pytorch.resources.manifest(),
+        volume_mounts=[{"name": PROVISION_VOLUME, "mountPath": MODEL_DIR, "readOnly": True}],
+        env=runtime_env(pytorch, config.metrics),
+        ports=[pytorch.port.manifest()],
+        readiness_probe=http_get(READINESS_PATH),
+    )
+
+
+def predictor_image(pytorch: PyTorchSpec, config: OperatorConfig) -> str:
+    """The user's `image`, else the configured runtime image tagged by runtimeVersion or the default."""
+    if pytorch.image:
+        return pytorch.image
+    if pytorch.runtime_version:
+        tag = pytorch.runtime_version
+    elif pytorch.requests_gpu:
+        tag = config.pytorch.default_gpu_image_version
+    else:
+        tag = config.pytorch.default_image_version
+    return f"{config.pytorch.image}:{tag}"
+
+
+def runtime_args(isvc: InferenceService) -> list[str]:
+    """The runtime's command line: the provisioned model store, the isvc's name as the model's, the
+    HTTP port, then the user's args."""
+    pytorch = isvc.predictor.pytorch
+    return [
+        "--model-store", MODEL_DIR,
+        "--model-name", isvc.metadata.name,
+        "--http-port", str(pytorch.port.container_port),
+        *pytorch.args,
+    ]
+
+
+def runtime_env(pytorch: PyTorchSpec, metrics: MetricsConfig) -> list[dict[str, Any]]:
+    """PROTOCOL_VERSION and, for a metrics port other than the runtime's default, TS_METRICS_ADDRESS;
+    then the user's env, whose names win. (The runtime's ``isvc`` and ``revision`` metrics labels come
+    from K_SERVICE, ``{isvc}-predictor-default``, and K_REVISION, which Knative sets in every pod.)"""
+    given = {item.name for item in pytorch.env}
+    env = [{"name": "PROTOCOL_VERSION", "value": pytorch.protocol_version}]
+    if metrics.port != RUNTIME_METRICS_PORT:
+        env.append({"name": "TS_METRICS_ADDRESS", "value": f"http://0.0.0.0:{metrics.port}"})
+    return [item for item in env if item["name"] not in given] + [item.manifest() for item in pytorch.env]
+
+
+def storage_source(pytorch: PyTorchSpec) -> str:
+    """What the storage initializer copies: the URI, or for `pvc://claim/path` that path in the claim."""
+    if pytorch.pvc is None:
+        return pytorch.storage_uri
+    return f"{PVC_MOUNT}/{pytorch.pvc.path}" if pytorch.pvc.path else PVC_MOUNT

@@ -1,0 +1,226 @@
+"""The InferenceService as typed values, parsed once from the object the apiserver hands over.
+
+The dataclasses follow crds/serving.kubeflow.org_inferenceservices.yaml field by field (camelCase there,
+snake_case here) and every default the operator gives an unset field is decided in this module, nowhere
+else. The schema and its CEL rules have checked types and ranges at admission; parsing still refuses,
+with a `RenderError` naming the field, what would make a broken pod, since a stored object may predate a
+rule. Kubernetes objects the CRD passes through untouched (tolerations, affinity, an env var's valueFrom)
+stay plain mappings.
+
+`batcher` and `logger` are accepted by the CRD and not parsed yet: each becomes a field of
+`PredictorSpec` once the runtime is given its settings (pod.runtime_args is where they would turn into
+arguments).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import RenderError
+from .quantity import parse_quantity
+
+PROTOCOLS = ("v1", "v2")
+DEFAULT_PROTOCOL = "v1"
+DEFAULT_MIN_REPLICAS = 1
+#: Every unset request and limit of the runtime container (see `default_resources`).
+DEFAULT_RESOURCES = {"cpu": "1", "memory": "2Gi"}
+GPU_RESOURCE = "nvidia.com/gpu"
+PVC_SCHEME = "pvc://"
+
+_PYTORCH = "spec.predictor.pytorch"
+
+
+@dataclass(frozen=True)
+class ObjectMeta:
+    name: str
+    namespace: str
+    uid: str
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ContainerPort:
+    container_port: int
+    name: str | None = None
+    protocol: str | None = None
+
+    def manifest(self) -> dict[str, Any]:
+        return _set_fields(containerPort=self.container_port, name=self.name, protocol=self.protocol)
+
+
+DEFAULT_PORT = ContainerPort(8080, "http1", "TCP")
+
+
+@dataclass(frozen=True)
+class EnvVar:
+    name: str
+    value: str | None = None
+    value_from: dict[str, Any] | None = None
+
+    def manifest(self) -> dict[str, Any]:
+        return _set_fields(name=self.name, value=self.value, valueFrom=self.value_from)
+
+
+@dataclass(frozen=True)
+class ResourceRequirements:
+    requests: dict[str, Any]
+    limits: dict[str, Any]
+
+    def manifest(self) -> dict[str, dict[str, Any]]:
+        return {"requests": dict(self.requests), "limits": dict(self.limits)}
+
+
+@dataclass(frozen=True)
+class PersistentVolumeClaimSource:
+    """`pvc://claim/some/path`: the claim and the path inside it ("" for its root)."""
+
+    claim_name: str
+    path: str = ""
+
+
+@dataclass(frozen=True)
+class PyTorchSpec:
+    storage_uri: str
+    pvc: PersistentVolumeClaimSource | None = None
+    protocol_version: str = DEFAULT_PROTOCOL
+    runtime_version: str | None = None
+    image: str | None = None
+    args: tuple[str, ...] = ()
+    env: tuple[EnvVar, ...] = ()
+    resources: ResourceRequirements = field(default_factory=lambda: default_resources(None))
+    port: ContainerPort = DEFAULT_PORT
+
+    @property
+    def requests_gpu(self) -> bool:
+        return GPU_RESOURCE in self.resources.limits
+
+
+@dataclass(frozen=True)
+class PredictorSpec:
+    pytorch: PyTorchSpec
+    min_replicas: int = DEFAULT_MIN_REPLICAS
+    max_replicas: int = 0  # 0: unbounded
+    container_concurrency: int | None = None
+    timeout_seconds: int | None = None
+    canary_traffic_percent: int | None = None
+    service_account_name: str | None = None
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: tuple[dict[str, Any], ...] = ()
+    affinity: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class InferenceService:
+    metadata: ObjectMeta
+    predictor: PredictorSpec
+
+
+def parse_metadata(isvc: dict[str, Any]) -> ObjectMeta:
+    metadata = isvc["metadata"]
+    return ObjectMeta(
+        name=str(metadata["name"]),
+        namespace=str(metadata["namespace"]),
+        uid=str(metadata["uid"]),
+        labels=dict(metadata.get("labels") or {}),
+        annotations=dict(metadata.get("annotations") or {}),
+    )
+
+
+def parse_inference_service(isvc: dict[str, Any]) -> InferenceService:
+    """The typed InferenceService, defaults applied; RenderError names a field that cannot be served."""
+    predictor = (isvc.get("spec") or {}).get("predictor") or {}
+    min_replicas = predictor.get("minReplicas")
+    return InferenceService(
+        metadata=parse_metadata(isvc),
+        predictor=PredictorSpec(
+            pytorch=parse_pytorch(predictor.get("pytorch")),
+            min_replicas=DEFAULT_MIN_REPLICAS if min_replicas is None else int(min_replicas),
+            max_replicas=int(predictor.get("maxReplicas") or 0),
+            container_concurrency=_optional_int(predictor.get("containerConcurrency")),
+            timeout_seconds=_optional_int(predictor.get("timeout")),
+            canary_traffic_percent=_optional_int(predictor.get("canaryTrafficPercent")),
+            service_account_name=predictor.get("serviceAccountName") or None,
+            node_selector=dict(predictor.get("nodeSelector") or {}),
+            tolerations=tuple(predictor.get("tolerations") or ()),
+            affinity=predictor.get("affinity") or None,
+        ),
+    )
+
+
+def parse_pytorch(pytorch: Any) -> PyTorchSpec:
+    if not isinstance(pytorch, dict):
+        raise RenderError(f"{_PYTORCH} is required")
+    storage_uri = pytorch.get("storageUri")
+    if not storage_uri:
+        raise RenderError(f"{_PYTORCH}.storageUri is required")
+    protocol = str(pytorch.get("protocolVersion") or DEFAULT_PROTOCOL)
+    if protocol not in PROTOCOLS:
+        raise RenderError(f"{_PYTORCH}.protocolVersion: {protocol!r} is not one of {', '.join(PROTOCOLS)}")
+    ports = pytorch.get("ports") or []
+    return PyTorchSpec(
+        storage_uri=str(storage_uri),
+        pvc=parse_pvc(str(storage_uri)),
+        protocol_version=protocol,
+        runtime_version=_optional_str(pytorch.get("runtimeVersion")),
+        image=_optional_str(pytorch.get("image")),
+        args=tuple(str(arg) for arg in pytorch.get("args") or ()),
+        env=tuple(
+            EnvVar(name=str(item["name"]), value=item.get("value"), value_from=item.get("valueFrom"))
+            for item in pytorch.get("env") or ()
+        ),
+        resources=default_resources(pytorch.get("resources")),
+        port=(
+            ContainerPort(int(ports[0]["containerPort"]), ports[0].get("name"), ports[0].get("protocol"))
+            if ports
+            else DEFAULT_PORT
+        ),
+    )
+
+
+def parse_pvc(storage_uri: str) -> PersistentVolumeClaimSource | None:
+    """The claim a `pvc://claim[/path]` URI reads from; None for any other scheme."""
+    if not storage_uri.startswith(PVC_SCHEME):
+        return None
+    claim, _, path = storage_uri.removeprefix(PVC_SCHEME).partition("/")
+    if not claim:
+        raise RenderError(f"{_PYTORCH}.storageUri: pvc:// needs a claim name (pvc://claim/path)")
+    return PersistentVolumeClaimSource(claim_name=claim, path=path.rstrip("/"))
+
+
+def default_resources(resources: dict[str, Any] | None) -> ResourceRequirements:
+    """The user's requests and limits with DEFAULT_RESOURCES for every key left unset.
+
+    A default never contradicts the user: an unset request is lowered to the user's smaller limit,
+    an unset limit is raised to the user's larger request.
+    """
+    resources = resources or {}
+    requests = dict(resources.get("requests") or {})
+    limits = dict(resources.get("limits") or {})
+    for key, default in DEFAULT_RESOURCES.items():
+        if key not in requests:
+            requests[key] = limits[key] if key in limits and _less(limits[key], default) else default
+        if key not in limits:
+            limits[key] = requests[key] if _less(default, requests[key]) else default
+    return ResourceRequirements(requests=requests, limits=limits)
+
+
+def _less(a: Any, b: Any) -> bool:
+    try:
+        return parse_quantity(a) < parse_quantity(b)
+    except ValueError as exc:
+        raise RenderError(f"{_PYTORCH}.resources: {exc}") from None
+
+
+def _set_fields(**fields: Any) -> dict[str, Any]:
+    """A Kubernetes object with the fields that are set (an unset field is absent, never null)."""
+    return {name: value for name, value in fields.items() if value is not None}
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _optional_str(value: Any) -> str | None:
+    return str(value) if value else None
