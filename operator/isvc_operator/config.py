@@ -36,6 +36,15 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     # Prometheus scrape annotations on every predictor revision (an isvc's own prometheus.io/* annotations
     # win); a port other than 8082 is passed to the runtime as TS_METRICS_ADDRESS.
     "metrics": {"scrape": True, "port": 8082, "path": "/metrics"},
+    # The securityContext of every container of a predictor's pod (storage initializer and runtime),
+    # replaced as a whole by the ConfigMap's. Restrictive, so that Knative's webhook has nothing to warn
+    # about (warnDefaultContainerSecurityContext); no runAsUser, so an image's own non-root user runs.
+    "securityContext": {
+        "runAsNonRoot": True,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    },
     "ingress": {
         "mode": "istio",
         "domain": "example.com",
@@ -51,6 +60,10 @@ _STRING_FIELDS: dict[str, tuple[str, ...]] = {
 }
 _PYTORCH_FIELDS = ("image", "defaultImageVersion", "defaultGpuImageVersion")
 _INGRESS_MODES = ("istio", "none")
+#: Sections a ConfigMap from before their release may lack: defaulted without a problem.
+_OPTIONAL_SECTIONS = ("metrics", "securityContext")
+_MAX_ID = 2**31 - 1
+_SECCOMP_TYPES = ("RuntimeDefault", "Localhost", "Unconfined")
 
 
 @dataclass(frozen=True)
@@ -97,6 +110,8 @@ class OperatorConfig:
     storage_initializer: StorageInitializerConfig
     ingress: IngressConfig
     metrics: MetricsConfig = MetricsConfig()
+    security_context: dict[str, Any] = field(
+        default_factory=lambda: copy.deepcopy(DEFAULTS["securityContext"]))
     problems: tuple[str, ...] = field(default=(), compare=False)
 
 
@@ -115,6 +130,12 @@ def _merge_section(key: str, raw: str | None, problems: list[str]) -> dict[str, 
         return section
     if key == "metrics":
         _take_metrics(section, given, problems)
+        return section
+    if key == "securityContext":
+        problem = security_context_problem(given)
+        if problem is None:
+            return given
+        problems.append(f"data.securityContext{problem}; using the defaults")
         return section
     if key == "predictors":
         pytorch = given.get("pytorch", {})
@@ -144,6 +165,49 @@ def _take_metrics(section: dict[str, Any], given: dict[str, Any], problems: list
             problems.append(f"data.metrics.{name} must be {what}; using the default {section[name]!r}")
 
 
+def security_context_problem(context: dict[str, Any]) -> str | None:
+    """What makes `context` no container securityContext that Knative accepts (None: nothing). Knative
+    allows these fields only (knative.dev/serving pkg/apis/serving/fieldmask.go, SecurityContextMask)."""
+
+    def flag(value: Any) -> bool:
+        return isinstance(value, bool)
+
+    def id_number(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_ID
+
+    def names(value: Any) -> bool:
+        return isinstance(value, list) and all(isinstance(item, str) and item for item in value)
+
+    def capabilities(value: Any) -> bool:
+        return isinstance(value, dict) and set(value) <= {"add", "drop"} and all(map(names, value.values()))
+
+    def seccomp(value: Any) -> bool:
+        if not isinstance(value, dict) or value.get("type") not in _SECCOMP_TYPES:
+            return False
+        localhost = value["type"] == "Localhost"
+        profile = value.get("localhostProfile")
+        return set(value) <= {"type", "localhostProfile"} and (
+            isinstance(profile, str) and bool(profile) if localhost else profile is None)
+
+    checks = {
+        "runAsNonRoot": (flag, "true or false"),
+        "allowPrivilegeEscalation": (flag, "true or false"),
+        "readOnlyRootFilesystem": (flag, "true or false"),
+        "runAsUser": (id_number, f"an integer from 0 to {_MAX_ID}"),
+        "runAsGroup": (id_number, f"an integer from 0 to {_MAX_ID}"),
+        "capabilities": (capabilities, "an object with lists of capability names in add and drop"),
+        "seccompProfile": (seccomp, f"an object with a type of {', '.join(_SECCOMP_TYPES)} (and for"
+                                    " Localhost a localhostProfile)"),
+    }
+    for name, value in context.items():
+        if name not in checks:
+            return f".{name} is not a container securityContext field Knative accepts ({', '.join(checks)})"
+        valid, what = checks[name]
+        if not valid(value):
+            return f".{name} must be {what}"
+    return None
+
+
 def _take_string(
     target: dict[str, Any], given: dict[str, Any], name: str, path: str, problems: list[str]
 ) -> None:
@@ -165,10 +229,11 @@ def parse_config(data: dict[str, str] | None) -> OperatorConfig:
     predictors = _merge_section("predictors", data.get("predictors"), problems)["pytorch"]
     storage = _merge_section("storageInitializer", data.get("storageInitializer"), problems)
     ingress = _merge_section("ingress", data.get("ingress"), problems)
-    # Optional (added after the first release): a ConfigMap without it gets the defaults silently.
-    metrics = DEFAULTS["metrics"]
-    if "metrics" in data:
-        metrics = _merge_section("metrics", data["metrics"], problems)
+    optional = {
+        key: _merge_section(key, data[key], problems) if key in data else copy.deepcopy(DEFAULTS[key])
+        for key in _OPTIONAL_SECTIONS
+    }
+    metrics = optional["metrics"]
     if ingress["mode"] not in _INGRESS_MODES:
         default_mode = DEFAULTS["ingress"]["mode"]
         modes = ", ".join(_INGRESS_MODES)
@@ -195,6 +260,7 @@ def parse_config(data: dict[str, str] | None) -> OperatorConfig:
             local_gateway_service=ingress["localGatewayService"],
         ),
         metrics=MetricsConfig(scrape=metrics["scrape"], port=metrics["port"], path=metrics["path"]),
+        security_context=optional["securityContext"],
         problems=tuple(problems),
     )
 

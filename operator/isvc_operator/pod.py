@@ -88,6 +88,7 @@ def predictor_pod(
             args=[storage_source(predictor.pytorch), MODEL_DIR],
             resources=config.storage_initializer.resources(),
             volume_mounts=initializer_mounts,
+            security_context=config.security_context,
             env=list(credentials.env),
             termination_message_policy="FallbackToLogsOnError",
         ),
@@ -113,9 +114,12 @@ def runtime_container(isvc: InferenceService, config: OperatorConfig) -> Contain
         args=runtime_args(isvc),
         resources=pytorch.resources.manifest(),
         volume_mounts=[{"name": PROVISION_VOLUME, "mountPath": MODEL_DIR, "readOnly": True}],
+        security_context=config.security_context,
         env=runtime_env(pytorch, config.metrics),
         ports=[pytorch.port.manifest()],
         readiness_probe=http_get(READINESS_PATH),
+        liveness_probe=http_get(LIVENESS_PATH, **LIVENESS),
+        startup_probe=http_get(LIVENESS_PATH, **STARTUP),
     )
 
 

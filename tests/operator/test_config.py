@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 from isvc_operator.config import DEFAULTS, default_config, parse_config
 
@@ -67,3 +68,41 @@ def test_deploy_configmap_states_exactly_the_defaults() -> None:
     assert configmap["metadata"] == {"name": "inferenceservice-config", "namespace": "torch-isvc-system"}
     assert {key: json.loads(value) for key, value in configmap["data"].items()} == DEFAULTS
     assert parse_config(configmap["data"]).problems == ()
+
+
+def test_security_context_defaults_to_restricted_without_a_fixed_user() -> None:
+    assert default_config().security_context == {
+        "runAsNonRoot": True, "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def with_security_context(text: str) -> dict[str, str]:
+    return {key: json.dumps(value) for key, value in DEFAULTS.items()} | {"securityContext": text}
+
+
+def test_an_admins_security_context_replaces_the_default_as_a_whole() -> None:
+    context = {"runAsUser": 1000, "runAsGroup": 1000, "seccompProfile": {"type": "Localhost",
+                                                                         "localhostProfile": "p.json"}}
+    config = parse_config(with_security_context(json.dumps(context)))
+    assert config.security_context == context and config.problems == ()
+
+
+@pytest.mark.parametrize(("context", "problem"), [
+    ({"privileged": True}, "data.securityContext.privileged is not a container securityContext field"),
+    ({"runAsNonRoot": "yes"}, "data.securityContext.runAsNonRoot must be true or false"),
+    ({"runAsUser": -1}, "data.securityContext.runAsUser must be an integer from 0 to 2147483647"),
+    ({"capabilities": {"drop": "ALL"}}, "data.securityContext.capabilities must be an object with lists"),
+    ({"seccompProfile": {"type": "Localhost"}}, "data.securityContext.seccompProfile must be an object"),
+    (["runAsNonRoot"], "data.securityContext must be a JSON object"),
+])
+def test_a_security_context_knative_would_refuse_is_reported_and_defaulted(context, problem: str) -> None:
+    config = parse_config(with_security_context(json.dumps(context)))
+    assert config.security_context == DEFAULTS["securityContext"]
+    [reported] = config.problems
+    assert reported.startswith(problem) and reported.endswith("using the defaults")
+
+
+def test_a_configmap_without_the_security_context_key_gets_the_default_silently() -> None:
+    data = {key: json.dumps(value) for key, value in DEFAULTS.items() if key != "securityContext"}
+    config = parse_config(data)
+    assert config.security_context == DEFAULTS["securityContext"] and config.problems == ()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from isvc_operator.config import default_config, parse_config
+from isvc_operator.config import DEFAULTS, default_config, parse_config
 from isvc_operator.render import RenderError, render_knative_service
 from isvc_operator.render import revision_annotations as typed_revision_annotations
 from isvc_operator.spec import default_resources, parse_inference_service
@@ -90,11 +90,63 @@ def test_readiness_probe_targets_the_runtime_readiness_endpoint(torchserve) -> N
     assert probe == {"httpGet": {"path": "/v2/health/ready", "port": 8080}}
 
 
-def test_custom_port_moves_http_port_and_probe(isvc_factory) -> None:
+def test_a_hung_runtime_is_restarted_by_its_liveness_probe_after_a_slow_start_is_allowed(torchserve) -> None:
+    main = container(render_knative_service(torchserve, default_config()))
+    # /v2/health/live answers whenever the event loop does, also while models load (readiness does not)
+    assert main["livenessProbe"] == {"httpGet": {"path": "/v2/health/live", "port": 8080},
+                                     "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 3}
+    startup = main["startupProbe"]
+    assert startup["httpGet"] == {"path": "/v2/health/live", "port": 8080}
+    assert startup["periodSeconds"] * startup["failureThreshold"] == 600  # Knative's progress deadline
+    assert "livenessProbe" not in initializer(render_knative_service(torchserve, default_config()))
+
+
+def test_custom_port_moves_http_port_and_probes(isvc_factory) -> None:
     isvc = isvc_factory(pytorch={"ports": [{"containerPort": 9000, "name": "http1"}]})
     main = container(render_knative_service(isvc, default_config()))
     assert main["ports"] == [{"containerPort": 9000, "name": "http1"}]
-    assert main["args"][5] == "9000" and main["readinessProbe"]["httpGet"]["port"] == 9000
+    assert main["args"][5] == "9000"
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        assert main[probe]["httpGet"]["port"] == 9000
+
+
+def insecure_defaults(pod: dict, security_context: dict) -> list[str]:
+    """The fields Knative 1.15's webhook warns about for one container: warnDefaultContainerSecurityContext
+    of knative.dev/serving v0.42.2 (pkg/apis/serving/k8s_validation.go), restated."""
+    pod_context = pod.get("securityContext") or {}
+    warnings = []
+    if "runAsNonRoot" not in pod_context and "runAsNonRoot" not in security_context:
+        warnings.append("runAsNonRoot")
+    if "allowPrivilegeEscalation" not in security_context:
+        warnings.append("allowPrivilegeEscalation")
+    types = [(context.get("seccompProfile") or {}).get("type") for context in (pod_context, security_context)]
+    if not any(types):
+        warnings.append("seccompProfile")
+    capabilities = security_context.get("capabilities")
+    if capabilities is None or capabilities.get("drop") is None:
+        warnings.append("capabilities")
+    elif capabilities["drop"][:1] == ["all"]:
+        warnings.append("capabilities.drop")
+    return warnings
+
+
+def test_every_container_runs_restricted_so_knative_has_nothing_to_warn_about(torchserve) -> None:
+    pod = pod_spec(render_knative_service(torchserve, default_config()))
+    restricted = {"runAsNonRoot": True, "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+                  "seccompProfile": {"type": "RuntimeDefault"}}
+    for each in pod["initContainers"] + pod["containers"]:
+        assert each["securityContext"] == restricted  # no runAsUser: an image's own non-root user runs
+        assert insecure_defaults(pod, each["securityContext"]) == []
+    assert insecure_defaults(pod, {}) == ["runAsNonRoot", "allowPrivilegeEscalation", "seccompProfile",
+                                          "capabilities"]
+
+
+def test_the_configmaps_security_context_replaces_the_default_in_every_container(torchserve) -> None:
+    context = {"runAsNonRoot": True, "runAsUser": 1000, "readOnlyRootFilesystem": True}
+    config = parse_config({key: json.dumps(value) for key, value in DEFAULTS.items()}
+                          | {"securityContext": json.dumps(context)})
+    pod = pod_spec(render_knative_service(torchserve, config))
+    assert [each["securityContext"] for each in pod["initContainers"] + pod["containers"]] == [context] * 2
 
 
 def test_resources_default_to_one_cpu_and_2gi_for_unset_keys() -> None:
