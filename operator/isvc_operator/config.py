@@ -166,8 +166,8 @@ def _take_metrics(section: dict[str, Any], given: dict[str, Any], problems: list
 
 
 def security_context_problem(context: dict[str, Any]) -> str | None:
-    """What makes `context` no container securityContext that Knative accepts (None: nothing). Knative
-    allows these fields only (knative.dev/serving pkg/apis/serving/fieldmask.go, SecurityContextMask)."""
+    """Why Knative would refuse `context` as a container's securityContext, or None. Knative accepts these
+    fields only (knative.dev/serving v0.42.2, pkg/apis/serving/fieldmask.go: SecurityContextMask)."""
 
     def flag(value: Any) -> bool:
         return isinstance(value, bool)
@@ -184,10 +184,10 @@ def security_context_problem(context: dict[str, Any]) -> str | None:
     def seccomp(value: Any) -> bool:
         if not isinstance(value, dict) or value.get("type") not in _SECCOMP_TYPES:
             return False
-        localhost = value["type"] == "Localhost"
+        if value["type"] != "Localhost":
+            return set(value) == {"type"}
         profile = value.get("localhostProfile")
-        return set(value) <= {"type", "localhostProfile"} and (
-            isinstance(profile, str) and bool(profile) if localhost else profile is None)
+        return set(value) == {"type", "localhostProfile"} and isinstance(profile, str) and bool(profile)
 
     checks = {
         "runAsNonRoot": (flag, "true or false"),
