@@ -9,18 +9,21 @@ exists only for it; the requests are sent from inside that network namespace, ov
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from clients_harness import runtime_accepts
 from images.dockerfile_stages import effective, exec_form, parse_stages
 from kserve_render import inference_service, predictor_container, serving_port
 from support.processes import stop
@@ -124,11 +127,7 @@ def test_knative_refuses_a_second_port_so_the_runtime_declares_none(csr: dict[st
 
 
 def test_grpc_port_flag_is_passed_once_the_runtime_has_it(csr: dict[str, Any]) -> None:
-    from isvc_runtime.server import parse_args
-
-    try:
-        parse_args(["--model-store", "/mnt/models", "--grpc-port", "8081"])
-    except SystemExit:
+    if not runtime_accepts("--grpc-port", "8081"):
         pytest.xfail("the runtime has no --grpc-port yet (issue 16 point 1): add --grpc-port=8081 to the CSR")
     assert "--grpc-port=8081" in predictor_container(csr, inference_service(ISVC))["args"]
 
@@ -156,6 +155,20 @@ POD_SHELL = (
 )
 
 
+def wait_own_network(process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    """Until ``process`` is in a network namespace other than ours: entering it earlier (before ``unshare``
+    made it) would send the probe's requests to whatever listens on this machine's own port 8080."""
+    ours = os.readlink("/proc/self/ns/net")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"the pod's command exited with {process.returncode}"
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{process.pid}/ns/net") != ours:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"no network namespace of its own after {timeout} s")
+
+
 @pytest.fixture(scope="module")
 def mnist_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not namespaces_available():
@@ -177,6 +190,7 @@ def pod(mnist_store: Path, tmp_path: Path) -> Iterator[Any]:
         with log.open("wb") as out:
             process = subprocess.Popen([*argv, *pod_command(container)], env=env, stdout=out, stderr=out)
         started.append(process)
+        wait_own_network(process)
         port = serving_port(container, mode="Serverless")
         base = f"http://127.0.0.1:{port.port}"
         plan: dict[str, Any] = {
