@@ -26,9 +26,8 @@ PNG_BYTES = "BYTES PNG needs the binary extension: JSON cannot carry non-UTF-8 b
 IN_PROCESS = object()  # stands for the in-process model's classes of the 200 digits
 
 
-def plan(
-    runtime: Any, digits: dict[str, Path], calls: list[dict[str, Any]], **options: Any
-) -> dict[str, Any]:
+def plan(digits: dict[str, Path], calls: list[dict[str, Any]], **options: Any) -> dict[str, Any]:
+    """A client script's plan (clients/plan.py): the isvc's model name, the digit files, the calls."""
     return {
         "model": ISVC,
         "batch": BATCH,
@@ -44,7 +43,7 @@ def kserve_rest_v1(compat_runtime: Any, digit_files: dict[str, Path], clients_py
     return run_client(
         clients_py,
         "kserve_rest.py",
-        plan(compat_runtime, digit_files, calls, url=compat_runtime.url, protocol="v1"),
+        plan(digit_files, calls, url=compat_runtime.url, protocol="v1"),
     )
 
 
@@ -58,7 +57,7 @@ def kserve_rest_v2(compat_runtime: Any, digit_files: dict[str, Path], clients_py
     return run_client(
         clients_py,
         "kserve_rest.py",
-        plan(compat_runtime, digit_files, calls, url=compat_runtime.url, protocol="v2"),
+        plan(digit_files, calls, url=compat_runtime.url, protocol="v2"),
     )
 
 
@@ -73,9 +72,7 @@ def triton_http(compat_runtime: Any, digit_files: dict[str, Path], clients_py: P
         {"id": "infer_png_binary", "call": "infer_png", "binary": True},
     ]
     url = compat_runtime.url.removeprefix("http://")
-    return run_client(
-        clients_py, "triton.py", plan(compat_runtime, digit_files, calls, url=url, transport="http")
-    )
+    return run_client(clients_py, "triton.py", plan(digit_files, calls, url=url, transport="http"))
 
 
 @pytest.fixture(scope="module")
@@ -83,9 +80,7 @@ def kserve_grpc(
     compat_runtime: Any, digit_files: dict[str, Path], clients_py: Path, grpc_port: int
 ) -> dict[str, Any]:
     calls = [{"id": c, "call": c} for c in ("live", "ready", "model_ready", "infer_fp32", "infer_png")]
-    return run_client(
-        clients_py, "kserve_grpc.py", plan(compat_runtime, digit_files, calls, url=f"127.0.0.1:{grpc_port}")
-    )
+    return run_client(clients_py, "kserve_grpc.py", plan(digit_files, calls, url=f"127.0.0.1:{grpc_port}"))
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +100,7 @@ def triton_grpc(
         )
     ]
     options = {"url": f"127.0.0.1:{grpc_port}", "transport": "grpc"}
-    return run_client(clients_py, "triton.py", plan(compat_runtime, digit_files, calls, **options))
+    return run_client(clients_py, "triton.py", plan(digit_files, calls, **options))
 
 
 def server_metadata(value: dict[str, Any]) -> bool:
