@@ -18,7 +18,7 @@ OPERATOR_IMAGE = $(REGISTRY)/operator:$(VERSION)
 IMAGES = $(RUNTIME_IMAGE) $(RUNTIME_GPU_IMAGE) $(STORAGE_INITIALIZER_IMAGE) $(OPERATOR_IMAGE)
 DEPLOY_OUT ?= build/deploy
 
-.PHONY: setup test lint cluster cluster-up model-store demo demo-check bench clean prometheus
+.PHONY: setup test lint cluster cluster-up model-store demo demo-check bench clean prometheus clients-venv
 .PHONY: images push-images image-names deploy-manifests
 
 setup: $(VENV)/.installed
@@ -57,7 +57,12 @@ prometheus:
 	  || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus; }; \
 	  invoke-rc.d prometheus stop >/dev/null 2>&1 || true; }
 
-test: setup cluster prometheus
+# KServe's Python SDK and tritonclient, whose pins fight ours, in their own venv cached outside the repo
+# (tests/kserve_compat/clients/); built once (minutes), then only its path is printed.
+clients-venv:
+	bash tests/kserve_compat/clients/venv.sh >/dev/null
+
+test: setup cluster prometheus clients-venv
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest tests e2e
 
