@@ -18,7 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from e2e.localkube import ControlPlane, install_signal_handlers
+from e2e.localkube import ControlPlane
+from e2e.processes import install_signal_handlers
 
 
 def one_run(index: int) -> tuple[float, float, float]:

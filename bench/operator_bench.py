@@ -32,7 +32,8 @@ import kubernetes
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from e2e.localkube import ControlPlane, free_port, install_signal_handlers  # noqa: E402
+from e2e.localkube import ControlPlane  # noqa: E402
+from e2e.processes import free_port, install_signal_handlers  # noqa: E402
 
 NAMESPACE = "bench"
 KSVC = ("serving.knative.dev", "v1", "services")

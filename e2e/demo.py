@@ -3,7 +3,7 @@
     python -m e2e.demo            # walkthrough, then stays up and prints how to send requests (Ctrl-C)
     python -m e2e.demo --check    # walkthrough + canary step, non-interactive; exit 0 only if all pass
 
-Real: etcd + kube-apiserver + kube-controller-manager (e2e/localkube.py), kubectl, the CRD and install
+Real: etcd + kube-apiserver + kube-controller-manager (e2e/localkube/), kubectl, the CRD and install
 manifest, the operator (``python -m isvc_operator`` with its ServiceAccount's token), a GCS server
 (gcp-storage-emulator) holding the seed's bucket, the storage initializer and the runtime (run as the
 pod template says), curl. Stand-ins (e2e/standin/, see its README): Knative Serving + the kubelet
@@ -25,7 +25,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from collections import Counter
@@ -36,11 +35,20 @@ from typing import Any
 
 import httpx
 
-from e2e.localkube import REPO_ROOT, ControlPlane, free_port, install_signal_handlers, pid_alive
+from e2e import REPO_ROOT
+from e2e.localkube import ControlPlane, Kubectl
 from e2e.polling import wait_for
-from e2e.processes import tail, terminate
+from e2e.processes import (
+    free_port,
+    install_signal_handlers,
+    owned_workdir,
+    pid_alive,
+    popen,
+    stop,
+    sweep_stale_workdirs,
+    tail,
+)
 from e2e.standin.ingress import REVISION_HEADER, Ingress
-from e2e.standin.processes import popen
 from e2e.standin.serving import ServingStandin
 
 NAMESPACE = "kfserving-test"  # the seed's namespace (its Host header: torchserve.kfserving-test.example.com)
@@ -112,7 +120,7 @@ class Child:
 
     def stop(self) -> None:
         if self.proc is not None:
-            terminate(self.proc, timeout=15)
+            stop(self.proc, 15)
 
 
 def http_ok(url: str) -> bool:
@@ -175,9 +183,9 @@ class Walkthrough:
             if part is not None
         ]
         errors = []
-        for stop in parts:
+        for stop_part in parts:
             try:
-                stop()
+                stop_part()
             except Exception as exc:
                 errors.append(exc)
         if errors:
@@ -200,38 +208,18 @@ class Walkthrough:
         assert self.cluster is not None
         return self.cluster.kubeconfig
 
-    def kubectl_argv(self, *args: str) -> list[str]:
+    @property
+    def kubectl(self) -> Kubectl:
         assert self.cluster is not None
-        return [str(VENV_BIN / "kubectl"), f"--kubeconfig={self.kubeconfig}",
-                f"--cache-dir={self.cluster.workdir / 'kubectl-cache'}", *args]
-
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True
-                ) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(self.kubectl_argv(*args), input=input, capture_output=True, text=True,
-                              timeout=120)
-        if check and proc.returncode != 0:
-            raise RuntimeError(f"kubectl {' '.join(args)} exited {proc.returncode}: {proc.stderr.strip()}")
-        return proc
-
-    def get(self, *args: str) -> dict[str, Any] | None:
-        proc = self.kubectl("get", *args, "-o", "json", check=False)
-        if proc.returncode != 0:
-            if "NotFound" in proc.stderr:
-                return None
-            raise RuntimeError(proc.stderr.strip())
-        return json.loads(proc.stdout)
+        return self.cluster.kubectl
 
     # -- setup steps --
 
     def install(self) -> None:
-        self.kubectl("apply", "-f", str(REPO_ROOT / "e2e" / "knative" / "crds"))
-        self.kubectl("apply", "-f", str(REPO_ROOT / "crds"), "-f", str(REPO_ROOT / "deploy"))
-        self.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                     "crd/inferenceservices.serving.kubeflow.org", "crd/services.serving.knative.dev",
-                     "crd/virtualservices.networking.istio.io")
+        self.kubectl.install(REPO_ROOT / "e2e" / "knative" / "crds", REPO_ROOT / "crds", REPO_ROOT / "deploy")
         self.say("installed: crds/, deploy/ (+ the Knative Service and Istio VirtualService CRDs)")
         # The demo cluster has Istio (the ingress stand-in): the operator's ingress mode is istio.
-        config = self.get("-n", OPERATOR_NAMESPACE, "configmap", "inferenceservice-config") or {}
+        config = self.kubectl.get("-n", OPERATOR_NAMESPACE, "configmap", "inferenceservice-config") or {}
         ingress = json.loads((config.get("data") or {}).get("ingress") or "{}")
         if ingress.get("mode") != "istio":
             ingress["mode"] = "istio"
@@ -299,13 +287,13 @@ class Walkthrough:
     # -- the walkthrough's actions --
 
     def apply(self, manifest: Path, namespace: str = NAMESPACE) -> str:
-        if self.get("namespace", namespace) is None:
+        if self.kubectl.get("namespace", namespace) is None:
             self.kubectl("create", "namespace", namespace)
         return self.kubectl("apply", "-n", namespace, "-f", str(manifest)).stdout.strip()
 
     def ready_isvc(self, name: str, namespace: str = NAMESPACE) -> dict[str, Any] | None:
         """The isvc once Ready for its current generation, else None."""
-        isvc = self.get("-n", namespace, "isvc", name)
+        isvc = self.kubectl.get("-n", namespace, "isvc", name)
         status = (isvc or {}).get("status") or {}
         ready = any(c.get("type") == "Ready" and c.get("status") == "True"
                     for c in status.get("conditions") or [])
@@ -423,7 +411,7 @@ class Steps:
             self.say(str(exc))
         table = self.env.kubectl("get", "-n", NAMESPACE, "isvc", "torchserve").stdout.rstrip()
         self.show(["kubectl", "get", "-n", NAMESPACE, "isvc", "torchserve"], table)
-        isvc = self.env.get("-n", NAMESPACE, "isvc", "torchserve") or {}
+        isvc = self.env.kubectl.get("-n", NAMESPACE, "isvc", "torchserve") or {}
         url = (isvc.get("status") or {}).get("url", "")
         self.check("READY True", ready, "Ready condition True" if ready else "not Ready")
         expected = f"http://torchserve.{NAMESPACE}.example.com"
@@ -454,7 +442,7 @@ class Steps:
                    f"HTTP {status}, explanations of shape {dims} (seed: [1, 1, 28, 28])")
 
     def canary(self, requests: int = CANARY_REQUESTS) -> None:
-        before = self.env.get("-n", NAMESPACE, "isvc", "torchserve") or {}
+        before = self.env.kubectl.get("-n", NAMESPACE, "isvc", "torchserve") or {}
         stable = (((before.get("status") or {}).get("components") or {}).get("predictor") or {}).get(
             "latestReadyRevision")
         output = self.env.apply(EXAMPLES / "canary.yaml")
@@ -481,7 +469,8 @@ class Steps:
                    f"(seed: {CANARY_PERCENT}% ± {CANARY_TOLERANCE:.0f})")
 
     def _new_revision(self, stable: str | None) -> str | None:
-        ksvc = self.env.get("-n", NAMESPACE, "services.serving.knative.dev", "torchserve-predictor-default")
+        ksvc = self.env.kubectl.get("-n", NAMESPACE, "services.serving.knative.dev",
+                                    "torchserve-predictor-default")
         latest = ((ksvc or {}).get("status") or {}).get("latestCreatedRevisionName")
         return latest if latest and latest != stable else None
 
@@ -494,17 +483,6 @@ def seed_request(workdir: Path) -> Path:
     path = workdir / "mnist.json"
     path.write_text(json.dumps(own_sample_request()))
     return path
-
-
-def sweep_stale_workdirs() -> None:
-    """Remove the workdirs of demos that were SIGKILLed (their processes died with them)."""
-    for directory in Path(tempfile.gettempdir()).glob(f"{WORKDIR_PREFIX}*"):
-        try:
-            owner = int((directory / "owner.pid").read_text())
-        except (OSError, ValueError):
-            continue
-        if not pid_alive(owner):
-            shutil.rmtree(directory, ignore_errors=True)
 
 
 def print_usage(env: Walkthrough, request: Path) -> None:
@@ -542,9 +520,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C, even where SIGINT was ignored
     install_signal_handlers()
     started = time.monotonic()
-    sweep_stale_workdirs()
-    workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
-    (workdir / "owner.pid").write_text(str(os.getpid()))
+    sweep_stale_workdirs(WORKDIR_PREFIX)  # of demos that were SIGKILLed (their processes died with them)
+    workdir = owned_workdir(WORKDIR_PREFIX)
     env = Walkthrough(workdir, ingress_port=args.ingress_port)
     steps: Steps | None = None
     failed_setup = False

@@ -6,6 +6,7 @@ Uses a throwaway CRD (``gadgets.localkube.test``) defined here, not the product 
 from __future__ import annotations
 
 import http.client
+import ipaddress
 import json
 import os
 import re
@@ -19,16 +20,12 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+from cryptography import x509
 
-from e2e.conftest import Kubectl
-from e2e.localkube import (
-    REPO_ROOT,
-    BinariesMissing,
-    ControlPlane,
-    find_binaries,
-    pid_alive,
-    sweep_stale_workdirs,
-)
+from e2e import REPO_ROOT
+from e2e.localkube import BinariesMissing, Component, ControlPlane, Kubectl
+from e2e.localkube.control_plane import WORKDIR_PREFIX, find_binaries
+from e2e.processes import pid_alive, sweep_stale_workdirs
 
 T = TypeVar("T")
 
@@ -238,6 +235,48 @@ def test_stop_leaves_no_process_or_temp_dir_behind() -> None:
     assert not workdir.exists()
 
 
+def cmdline(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/cmdline").read_text().split("\0")[:-1]
+
+
+def namespace_watcher(cp: ControlPlane) -> list[str]:
+    """A further component: the real kubectl watching namespaces, as a user of its own."""
+    kubeconfig = cp.client_kubeconfig("watcher", "namespace-watcher", ("system:masters",))
+    return [*cp.kubectl.argv("get", "namespaces", "--watch", kubeconfig=kubeconfig)]
+
+
+def test_further_flags_components_and_manifests_start_and_stop_with_the_control_plane(
+    tmp_path: Path,
+) -> None:
+    crd = tmp_path / "gadgets.yaml"
+    crd.write_text(GADGET_CRD)
+    cp = ControlPlane(
+        apiserver_flags={"--v": "2", "--profiling": None},
+        controllers=("namespace-controller",),
+        apiserver_addresses=("198.18.0.1",),
+        components=(Component("namespace-watcher", namespace_watcher,
+                              ready=lambda cp: "kube-system" in cp.log_tail("namespace-watcher")),),
+        manifests=(crd,),
+    ).start()
+    pids = cp.pids
+    workdir = cp.workdir
+    try:
+        assert list(pids) == ["etcd", "kube-apiserver", "kube-controller-manager", "namespace-watcher"]
+        apiserver = cmdline(pids["kube-apiserver"])
+        assert "--v=2" in apiserver and "--v=1" not in apiserver
+        assert not any(arg.startswith("--profiling") for arg in apiserver)
+        assert "--controllers=namespace-controller" in cmdline(pids["kube-controller-manager"])
+        names = cp.kubectl("get", "crd", "-o", "name").stdout.split()
+        assert "customresourcedefinition.apiextensions.k8s.io/gadgets.localkube.test" in names
+        certificate = x509.load_pem_x509_certificate((workdir / "apiserver.crt").read_bytes())
+        addresses = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert ipaddress.ip_address("198.18.0.1") in addresses.get_values_for_type(x509.IPAddress)
+    finally:
+        cp.stop()
+    assert [name for name, pid in pids.items() if pid_alive(pid)] == []
+    assert not workdir.exists()
+
+
 def start_standalone() -> tuple[subprocess.Popen[str], Path, dict[str, int]]:
     """`python -m e2e.localkube` up and ready: (process, workdir, component pids)."""
     proc = subprocess.Popen(
@@ -278,7 +317,7 @@ def test_components_die_with_a_sigkilled_owner_and_its_workdir_is_swept() -> Non
     proc.wait()
     eventually(lambda: not any(pid_alive(pid) for pid in pids.values()), timeout=15)
     assert workdir.exists()  # nobody could clean up after SIGKILL ...
-    sweep_stale_workdirs()  # ... so the next start (which calls this) removes it
+    sweep_stale_workdirs(WORKDIR_PREFIX)  # ... so the next start (which calls this) removes it
     assert not workdir.exists()
 
 

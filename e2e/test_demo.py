@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from e2e import REPO_ROOT
 from e2e.demo import (
     EXAMPLES,
     MODEL_NAME,
@@ -30,7 +31,7 @@ from e2e.demo import (
     shape,
     wait_for,
 )
-from e2e.localkube import REPO_ROOT, pid_alive
+from e2e.processes import pid_alive
 from e2e.standin.ingress import REVISION_HEADER
 
 pytestmark = pytest.mark.slow
@@ -163,7 +164,7 @@ def test_canary_sends_20_percent_to_the_new_revision(
     revisions, answers = split(walkthrough, host_of(walkthrough), request_file.read_bytes(), requests)
     assert answers == Counter({'200 {"predictions":[2]}': requests}), answers
     share = 100.0 * revisions[f"{KSVC}-00002"] / requests
-    ksvc = walkthrough.get("-n", NAMESPACE, "services.serving.knative.dev", KSVC) or {}
+    ksvc = walkthrough.kubectl.get("-n", NAMESPACE, "services.serving.knative.dev", KSVC) or {}
     assert abs(share - 20.0) <= 4.0, (
         f"{share:.1f}% of {requests} requests reached the canary ({dict(revisions)}); "
         f"ksvc traffic: {ksvc.get('status', {}).get('traffic')}")
@@ -193,7 +194,7 @@ def test_canary_rollback_restores_previous_revision(
     requests = 300
     revisions, answers = split(walkthrough, host_of(walkthrough), request_file.read_bytes(), requests)
     assert answers == Counter({'200 {"predictions":[2]}': requests}), answers
-    ksvc = walkthrough.get("-n", NAMESPACE, "services.serving.knative.dev", KSVC) or {}
+    ksvc = walkthrough.kubectl.get("-n", NAMESPACE, "services.serving.knative.dev", KSVC) or {}
     assert revisions == Counter({f"{KSVC}-00001": requests}), (
         f"after canaryTrafficPercent: 0, {dict(revisions)}; ksvc traffic: "
         f"{ksvc.get('status', {}).get('traffic')}")
@@ -212,14 +213,14 @@ def test_revision_whose_storage_initializer_fails_is_reported_failed(walkthrough
     try:
         def failed() -> dict[str, Any] | None:
             kind = "services.serving.knative.dev"
-            ksvc = walkthrough.get("-n", namespace, kind, "broken-predictor-default")
+            ksvc = walkthrough.kubectl.get("-n", namespace, kind, "broken-predictor-default")
             conditions = {c["type"]: c for c in ((ksvc or {}).get("status") or {}).get("conditions") or []}
             return conditions["Ready"] if conditions.get("Ready", {}).get("status") == "False" else None
 
         ready = wait_for(failed, 90, "the ksvc to report its failed revision")
         assert ready["reason"] == "RevisionFailed"
         assert "storage-initializer" in ready["message"], ready
-        status = (walkthrough.get("-n", namespace, "isvc", "broken") or {}).get("status") or {}
+        status = (walkthrough.kubectl.get("-n", namespace, "isvc", "broken") or {}).get("status") or {}
         assert not any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions") or [])
         code, body = walkthrough.curl(f"broken-predictor-default.{namespace}.example.com", PREDICT,
                                       Path("/dev/null"))
@@ -236,7 +237,7 @@ def test_metrics_endpoint_reachable_on_the_scrape_port(walkthrough: Walkthrough,
     walkthrough.apply(EXAMPLES / "metrics.yaml", namespace)
     try:
         isvc = walkthrough.wait_ready("torchserve", namespace)
-        ksvc = walkthrough.get("-n", namespace, "services.serving.knative.dev", KSVC) or {}
+        ksvc = walkthrough.kubectl.get("-n", namespace, "services.serving.knative.dev", KSVC) or {}
         annotations = ksvc["spec"]["template"]["metadata"]["annotations"]
         assert annotations["prometheus.io/scrape"] == "true"
         scrape_port = int(annotations["prometheus.io/port"])
@@ -262,7 +263,7 @@ def test_gpu_sample_renders_its_gpu_request_and_serves_on_cpu(
     walkthrough.apply(EXAMPLES / "gpu.yaml", namespace)
     try:
         walkthrough.wait_ready("torchserve", namespace)
-        ksvc = walkthrough.get("-n", namespace, "services.serving.knative.dev", KSVC) or {}
+        ksvc = walkthrough.kubectl.get("-n", namespace, "services.serving.knative.dev", KSVC) or {}
         [container] = ksvc["spec"]["template"]["spec"]["containers"]
         assert str(container["resources"]["limits"]["nvidia.com/gpu"]) == "1"
         assert container["image"].endswith("-gpu")

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from e2e.localkube import free_port
+from e2e.processes import free_port
 from e2e.standin.ingress import REVISION_HEADER, Ingress
 from e2e.standin.routing import Backend, RouteTable
 

@@ -14,8 +14,8 @@ import pytest
 import yaml
 from dockerfile_parse import DockerfileParser
 
+from e2e import REPO_ROOT
 from e2e.demo import own_sample_request, shape
-from e2e.localkube import REPO_ROOT
 from e2e.standin.pods import (
     IMAGE_ENTRYPOINTS,
     PodSpecError,

@@ -1,13 +1,15 @@
-"""Shared fixtures for the fast tests: paths of the repository and of ../shared."""
+"""Shared fixtures for the fast tests: paths of the repository and of ../shared (or where
+``$TORCH_ISVC_SHARED_DIR`` says, as the demo and examples/mnist/data.py read it)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DIR = REPO_ROOT.parent / "shared"
+SHARED_DIR = Path(os.environ.get("TORCH_ISVC_SHARED_DIR") or REPO_ROOT.parent / "shared")
 
 
 @pytest.fixture(scope="session")

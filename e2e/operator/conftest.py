@@ -4,7 +4,6 @@ local process with exactly its manifest's ServiceAccount, and the test-only Knat
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import urllib.request
@@ -15,10 +14,10 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
-from e2e import polling
-from e2e.conftest import Kubectl
+from e2e import REPO_ROOT, polling
 from e2e.knative.standin import KnativeStandin
-from e2e.localkube import REPO_ROOT, ControlPlane, free_port
+from e2e.localkube import ControlPlane, Kubectl
+from e2e.processes import free_port, popen, stop
 
 T = TypeVar("T")
 OPERATOR_NAMESPACE = "torch-isvc-system"
@@ -38,15 +37,6 @@ def wait_for(probe: Callable[[], T | None], timeout: float = 30.0, interval: flo
         pytest.fail(f"{timed_out}{log}")
 
 
-def get_json(kubectl: Kubectl, *args: str) -> dict[str, Any] | None:
-    proc = kubectl("get", *args, "-o", "json", check=False)
-    if proc.returncode != 0:
-        if "NotFound" in proc.stderr or "not found" in proc.stderr:
-            return None
-        raise AssertionError(proc.stderr)
-    return yaml.safe_load(proc.stdout)
-
-
 class OperatorProcess:
     """`python -m isvc_operator` as a child process; its log is kept in a file for assertions."""
 
@@ -64,9 +54,7 @@ class OperatorProcess:
                "ISVC_OPERATOR_LOG_LEVEL": "DEBUG",
                "ISVC_OPERATOR_METRICS_ADDRESS": f"127.0.0.1:{self.metrics_port}"}
         env.pop("KUBERNETES_SERVICE_HOST", None)
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "isvc_operator"], env=env, stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = popen([sys.executable, "-m", "isvc_operator"], log=self.log_path, env=env)
         wait_for(self._healthy, timeout=60, interval=0.2, what="the operator's liveness endpoint")
         return self
 
@@ -80,14 +68,8 @@ class OperatorProcess:
             return False
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=5)
+        if self.proc is not None:
+            stop(self.proc, 15, kill_timeout=5)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -99,10 +81,7 @@ class OperatorProcess:
 @pytest.fixture(scope="session")
 def operator_installed(cluster: ControlPlane, kubectl: Kubectl) -> None:
     """`kubectl apply -f crds/ -f deploy/` plus the test-only Knative/Istio fixture CRDs."""
-    kubectl("apply", "-f", str(REPO_ROOT / "e2e" / "knative" / "crds"))
-    kubectl("apply", "-f", str(REPO_ROOT / "crds"), "-f", str(REPO_ROOT / "deploy"))
-    kubectl("wait", "--for=condition=Established", "--timeout=60s",
-            "crd/inferenceservices.serving.kubeflow.org", "crd/services.serving.knative.dev")
+    kubectl.install(REPO_ROOT / "e2e" / "knative" / "crds", REPO_ROOT / "crds", REPO_ROOT / "deploy")
 
 
 @pytest.fixture(scope="session")

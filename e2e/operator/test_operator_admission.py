@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from e2e.conftest import Kubectl
+from e2e.localkube import Kubectl
 
 VALID: dict[str, Any] = {
     "apiVersion": "serving.kubeflow.org/v1beta1",

@@ -16,10 +16,9 @@ from typing import Any
 import kubernetes
 import pytest
 
-from e2e.conftest import Kubectl
 from e2e.knative.standin import KnativeStandin
-from e2e.localkube import ControlPlane
-from e2e.operator.conftest import OperatorProcess, get_json, wait_for
+from e2e.localkube import ControlPlane, Kubectl
+from e2e.operator.conftest import OperatorProcess, wait_for
 from e2e.operator.test_operator_reconcile import KSVC, condition, isvc_of, ksvc_of
 
 READINESS_DELAY = 1.5
@@ -195,14 +194,14 @@ def test_restart_in_the_middle_of_a_canary_keeps_the_split_and_writes_nothing(
     for step in STEPS[:2]:  # v1 rolled out, v2 at 20%
         kubectl("apply", "-n", namespace, "-f", "-", input=isvc_manifest(step[0], step[1]))
         wait_for(lambda step=step: settled(kubectl, namespace, step), timeout=60, what="the canary to settle")
-    before = {kind: get_json(kubectl, "-n", namespace, kind, name)["metadata"]["resourceVersion"]
+    before = {kind: kubectl.get("-n", namespace, kind, name)["metadata"]["resourceVersion"]
               for kind, name in (("isvc", "torchserve"), ("services.serving.knative.dev", KSVC))}
     operator.stop()
     offset = len(operator.log())
     operator.start()
     wait_for(lambda: f"reconciled {namespace}/torchserve: no changes" in operator.log()[offset:],
              what="the restarted operator to reconcile torchserve")
-    after = {kind: get_json(kubectl, "-n", namespace, kind, name)["metadata"]["resourceVersion"]
+    after = {kind: kubectl.get("-n", namespace, kind, name)["metadata"]["resourceVersion"]
              for kind, name in (("isvc", "torchserve"), ("services.serving.knative.dev", KSVC))}
     assert after == before
     assert ksvc_of(kubectl, namespace)["spec"]["traffic"] == split(20, rev(1))

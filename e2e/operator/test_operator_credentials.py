@@ -11,9 +11,9 @@ import base64
 import json
 from typing import Any
 
-from e2e.conftest import Kubectl
 from e2e.knative.standin import KnativeStandin
-from e2e.operator.conftest import OperatorProcess, get_json, wait_for
+from e2e.localkube import Kubectl
+from e2e.operator.conftest import OperatorProcess, wait_for
 from e2e.operator.test_operator_reconcile import ksvc_of, ready_isvc
 
 ACCESS_KEY = "AKIAVALUEMUSTNOTLEAK7"
@@ -91,8 +91,8 @@ def test_service_account_secrets_render_into_the_storage_initializer_only_and_ne
     wait_for(without_gcs, what="the re-render without the GCS secret")
     wait_for(lambda: ready_isvc(kubectl, namespace), timeout=60, what="READY True again")
 
-    status = json.dumps(get_json(kubectl, "-n", namespace, "isvc", "torchserve")["status"])
-    events = json.dumps(get_json(kubectl, "-n", namespace, "events"))
+    status = json.dumps(kubectl.get("-n", namespace, "isvc", "torchserve")["status"])
+    events = json.dumps(kubectl.get("-n", namespace, "events"))
     ksvc_status = json.dumps(ksvc_of(kubectl, namespace).get("status"))
     log = operator.log()[log_offset:]
     assert "reconciled" in log  # the captured log covers this test's reconciles

@@ -11,16 +11,16 @@ from typing import Any
 
 import pytest
 
-from e2e.conftest import Kubectl
 from e2e.knative.standin import KnativeStandin
-from e2e.operator.conftest import OPERATOR_NAMESPACE, OperatorProcess, get_json, wait_for
+from e2e.localkube import Kubectl
+from e2e.operator.conftest import OPERATOR_NAMESPACE, OperatorProcess, wait_for
 from e2e.operator.test_operator_reconcile import KSVC, condition, isvc_of, ksvc_of, ready_isvc
 
 VS = "virtualservices.networking.istio.io"
 
 
 def vs_of(kubectl: Kubectl, namespace: str) -> dict[str, Any] | None:
-    return get_json(kubectl, "-n", namespace, VS, "torchserve")
+    return kubectl.get("-n", namespace, VS, "torchserve")
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def slow_knative(knative: KnativeStandin) -> Iterator[KnativeStandin]:
 
 
 def set_ingress_mode(kubectl: Kubectl, mode: str) -> None:
-    config = get_json(kubectl, "-n", OPERATOR_NAMESPACE, "configmap", "inferenceservice-config")
+    config = kubectl.get("-n", OPERATOR_NAMESPACE, "configmap", "inferenceservice-config")
     ingress = json.loads(config["data"]["ingress"])
     ingress["mode"] = mode
     kubectl("patch", "configmap", "inferenceservice-config", "-n", OPERATOR_NAMESPACE, "--type=merge",

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from e2e.conftest import Kubectl
 from e2e.knative.webhook import KnativeDefaulting
-from e2e.localkube import ControlPlane
-from e2e.operator.conftest import OperatorProcess, get_json, wait_for
+from e2e.localkube import ControlPlane, Kubectl
+from e2e.operator.conftest import OperatorProcess, wait_for
 from e2e.operator.test_operator_reconcile import KSVC, ksvc_of, ready_isvc
 
 
@@ -29,6 +28,6 @@ def test_knative_defaulted_fields_cause_no_update_loop_and_no_write_on_restart(
         operator.start()
         wait_for(lambda: f"reconciled {namespace}/torchserve: no changes" in operator.log()[offset:],
                  what="the restarted operator to reconcile torchserve")
-        after = get_json(kubectl, "-n", namespace, "services.serving.knative.dev", KSVC)
+        after = kubectl.get("-n", namespace, "services.serving.knative.dev", KSVC)
         assert after["metadata"]["resourceVersion"] == settled
         assert after["metadata"]["generation"] == 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import urllib.request
 
-from e2e.conftest import Kubectl
+from e2e.localkube import Kubectl
 from e2e.operator.conftest import OperatorProcess, wait_for
 from e2e.operator.test_operator_reconcile import ready_isvc
 

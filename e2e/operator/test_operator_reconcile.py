@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from e2e.conftest import Kubectl
-from e2e.operator.conftest import OPERATOR_NAMESPACE, OperatorProcess, get_json, wait_for
+from e2e.localkube import Kubectl
+from e2e.operator.conftest import OPERATOR_NAMESPACE, OperatorProcess, wait_for
 
 GOLDEN = Path(__file__).resolve().parents[2] / "tests" / "operator" / "golden"
 KSVC = "torchserve-predictor-default"
@@ -23,11 +23,11 @@ SAMPLES = ["torchserve", "gpu", "autoscaling", "metrics", "canary"]
 
 
 def ksvc_of(kubectl: Kubectl, namespace: str, name: str = KSVC) -> dict[str, Any] | None:
-    return get_json(kubectl, "-n", namespace, "services.serving.knative.dev", name)
+    return kubectl.get("-n", namespace, "services.serving.knative.dev", name)
 
 
 def isvc_of(kubectl: Kubectl, namespace: str, name: str = "torchserve") -> dict[str, Any] | None:
-    return get_json(kubectl, "-n", namespace, "isvc", name)
+    return kubectl.get("-n", namespace, "isvc", name)
 
 
 def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any]:
@@ -53,7 +53,7 @@ def apply_second(kubectl: Kubectl, namespace: str) -> None:
 
 
 def events_for(kubectl: Kubectl, namespace: str, name: str) -> list[dict[str, Any]]:
-    listing = get_json(kubectl, "-n", namespace, "events", "--field-selector", f"involvedObject.name={name}")
+    listing = kubectl.get("-n", namespace, "events", "--field-selector", f"involvedObject.name={name}")
     return (listing or {}).get("items", [])
 
 
@@ -127,7 +127,7 @@ def test_restarting_the_operator_writes_nothing_to_unchanged_objects(
     def versions() -> dict[str, str]:
         found = {}
         for kind in ("isvc", "services.serving.knative.dev"):
-            for item in get_json(kubectl, "-n", namespace, kind)["items"]:
+            for item in kubectl.get("-n", namespace, kind)["items"]:
                 found[f"{kind}/{item['metadata']['name']}"] = item["metadata"]["resourceVersion"]
         return found
 
@@ -175,7 +175,7 @@ def test_configmap_change_rerenders_every_isvc_and_bad_config_falls_back(
     apply_sample("torchserve")
     apply_sample("gpu")  # same name: now a GPU isvc
     apply_second(kubectl, namespace)
-    config = get_json(kubectl, "-n", OPERATOR_NAMESPACE, "configmap", "inferenceservice-config")
+    config = kubectl.get("-n", OPERATOR_NAMESPACE, "configmap", "inferenceservice-config")
     original = config["data"]["predictors"]
 
     def image(name: str = KSVC) -> str:

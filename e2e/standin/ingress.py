@@ -26,7 +26,7 @@ import kubernetes
 import uvicorn
 from kubernetes.client.exceptions import ApiException
 
-from e2e.localkube import free_port
+from e2e.processes import free_port
 
 from .routing import RouteTable, build_routes, pick
 

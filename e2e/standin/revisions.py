@@ -15,10 +15,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from e2e.processes import tail, terminate
+from e2e.processes import Spawner, stop, tail
 
 from .pods import PodPlan
-from .processes import Spawner
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +67,7 @@ class RevisionPod:
         with self._lock:
             procs = list(self._procs)
         for proc in procs:
-            terminate(proc)
+            stop(proc)
         self._thread.join(timeout=15)
         shutil.rmtree(self.root / "volumes", ignore_errors=True)
 

@@ -24,10 +24,9 @@ import kubernetes
 from kubernetes.client.exceptions import ApiException
 
 from e2e.knative.standin import GROUP, MERGE_PATCH, PLURAL, VERSION, KnativeStandin
-from e2e.localkube import free_ports
+from e2e.processes import Spawner, free_ports
 
 from .pods import PodSpecError, decode_secret_value, plan_pod, pod_ports
-from .processes import Spawner
 from .revisions import FAILED, READY, RevisionPod
 
 log = logging.getLogger(__name__)
@@ -49,7 +48,7 @@ class ServingStandin(KnativeStandin):
         self.failures: dict[Key, str] = {}  # revisions that could not even be planned
         self._owner: dict[Key, tuple[str, str, str]] = {}  # revision -> (namespace, ksvc name, ksvc uid)
         self._lock = threading.RLock()  # the same lock for KnativeStandin's bookkeeping and the pods
-        self._spawner = Spawner()
+        self._spawner = Spawner("standin-spawner")
         self._reap_interval = reap_interval
         self._reaper = threading.Thread(target=self._reap_loop, name="standin-reaper", daemon=True)
 

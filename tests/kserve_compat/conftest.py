@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import torch
 from clients_harness import ISVC, clients_python, runtime_accepts
-from support.processes import free_port
 from support.runtime import RuntimeProcess, build_mnist_store
+
+from e2e.processes import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_DIR = REPO_ROOT / "examples" / "mnist"

@@ -26,8 +26,9 @@ import yaml
 from clients_harness import runtime_accepts
 from images.dockerfile_stages import effective, exec_form, parse_stages
 from kserve_render import inference_service, predictor_container, serving_port
-from support.processes import stop
 from support.runtime import build_mnist_store
+
+from e2e.processes import stop
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CSR_PATH = REPO_ROOT / "deploy" / "kserve" / "cluster-serving-runtime.yaml"

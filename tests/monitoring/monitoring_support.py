@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from support.processes import LoggedProcess
-from support.processes import free_port as free_port
 from support.runtime import RuntimeProcess, build_archive
 from support.runtime import build_mnist_store as build_mnist_store
+
+from e2e.processes import LoggedProcess
+from e2e.processes import free_port as free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHARED_DIR = REPO_ROOT.parent / "shared"

@@ -11,9 +11,9 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-# Re-exported for the storage tests (one implementation in tests/support/processes.py).
-from support.processes import free_port as free_port
-from support.processes import running as running
+# Re-exported for the storage tests (one implementation in e2e/processes.py).
+from e2e.processes import free_port as free_port
+from e2e.processes import running as running
 
 HERE = Path(__file__).resolve().parent
 VENV_BIN = Path(sys.executable).parent

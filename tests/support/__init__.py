@@ -1,3 +1,5 @@
-"""Helpers shared by the test directories (and the benchmarks): child processes on loopback ports and the
-runtime server as a process. ``tests/`` is on ``sys.path`` (tests/conftest.py, pytest's rootdir
-insertion), so tests import ``support.processes`` / ``support.runtime``; bench/ adds ``tests/`` itself."""
+"""Helpers shared by the test directories (and the benchmarks): the runtime server as a process and loading
+a file as a module. ``tests/`` is on ``sys.path`` (pytest's rootdir insertion), so tests import
+``support.runtime`` / ``support.modules``; bench/ adds ``tests/`` itself. Child processes and free ports come
+from the development harness's one module for them, ``e2e/processes.py`` (pyproject's pytest ``pythonpath``
+puts the checkout on ``sys.path``)."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from support.processes import LoggedProcess, free_port
+from e2e.processes import LoggedProcess, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ARCHIVER = Path(sys.executable).parent / "torch-model-archiver"
