@@ -11,8 +11,9 @@ from types import ModuleType
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
-# TorchServe's examples/image_classifier/mnist/mnist.py: its published mnist_cnn.pt has exactly these.
+# The parameters of TorchServe's example network (examples/image_classifier/mnist/mnist.py in pytorch/serve).
 TORCHSERVE_MNIST_SHAPES = {
     "conv1.weight": (32, 1, 3, 3),
     "conv1.bias": (32,),
@@ -41,6 +42,24 @@ def test_net_has_torchserve_mnist_layer_names_and_shapes() -> None:
     assert {"dropout1", "dropout2"} <= {name for name, _ in model.named_children()}
 
 
+def torchserve_mnist_forward(state: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """TorchServe's example network at inference, step by step, on a state_dict (dropout is the identity)."""
+    x = F.relu(F.conv2d(x, state["conv1.weight"], state["conv1.bias"]))
+    x = F.conv2d(x, state["conv2.weight"], state["conv2.bias"])  # no activation after conv2
+    x = torch.flatten(F.max_pool2d(x, 2), 1)
+    x = F.relu(F.linear(x, state["fc1.weight"], state["fc1.bias"]))
+    return F.log_softmax(F.linear(x, state["fc2.weight"], state["fc2.bias"]), dim=1)
+
+
+def test_net_computes_torchserves_forward_with_the_committed_weights(
+    example_dir: Path, mnist_data: ModuleType, heldout: tuple
+) -> None:
+    model = load_model(example_dir)
+    x = mnist_data.to_tensor(heldout[0][:200])
+    with torch.inference_mode():
+        torch.testing.assert_close(model(x), torchserve_mnist_forward(model.state_dict(), x))
+
+
 def test_net_outputs_log_probabilities_for_a_batch() -> None:
     from mnist import Net
 
@@ -54,13 +73,13 @@ def test_committed_weights_are_a_plain_state_dict_with_torchserve_shapes(example
     assert {name: tuple(t.shape) for name, t in state.items()} == TORCHSERVE_MNIST_SHAPES
 
 
-def test_committed_weights_reach_97_percent_on_the_heldout_images(
+def test_committed_weights_reach_98_percent_on_the_heldout_images(
     example_dir: Path, mnist_data: ModuleType, heldout: tuple
 ) -> None:
     images, labels = heldout
     with torch.inference_mode():
         predicted = load_model(example_dir)(mnist_data.to_tensor(images)).argmax(1).numpy()
-    assert (predicted == labels).mean() >= 0.97
+    assert (predicted == labels).mean() >= 0.98
 
 
 def test_split_is_first_8000_for_training_and_last_2000_held_out(mnist_data: ModuleType) -> None:
