@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
 
@@ -180,6 +181,19 @@ def test_canary_store_carries_version_2_in_manifest_and_snapshot(tmp_path: Path)
         assert json.loads(mar.read("MAR-INF/MANIFEST.json"))["model"]["modelVersion"] == "2.0"
     snapshot = json.loads(read_properties(out / "config" / "config.properties")["model_snapshot"])
     assert list(snapshot["models"]["mnist"]) == ["2.0"]
+
+
+def test_archives_of_one_model_name_built_at_once_are_each_complete(tmp_path: Path) -> None:
+    """torch-model-archiver stages in $TMPDIR/<model-name>: concurrent runs (parallel test sessions) must not
+    share that folder."""
+    import build_model_store
+
+    with ThreadPoolExecutor(3) as pool:
+        archives = list(pool.map(lambda n: build_model_store.build_archive(tmp_path / str(n)), range(3)))
+    for archive in archives:
+        with zipfile.ZipFile(archive) as mar:
+            assert mar.testzip() is None
+            assert mar.read("mnist_cnn.pt") == build_model_store.WEIGHTS.read_bytes()
 
 
 def test_cli_defaults_to_the_ignored_example_model_store(example_dir: Path) -> None:
