@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -75,7 +77,14 @@ def build_archive(
     ]
     if extra_files:
         command += ["--extra-files", ",".join(str(path) for path in extra_files)]
-    subprocess.run(command, check=True, capture_output=True, text=True)
+    # The archiver stages the files in $TMPDIR/<model-name> and deletes that folder: two archivers of one
+    # model name at once (parallel test runs, two checkouts) would pack each other's half-copied files.
+    with tempfile.TemporaryDirectory(prefix="archiver-") as staging:
+        done = subprocess.run(
+            command, env={**os.environ, "TMPDIR": staging}, check=False, capture_output=True, text=True
+        )
+    if done.returncode != 0:
+        raise RuntimeError(f"torch-model-archiver failed ({done.returncode}):\n{done.stderr}{done.stdout}")
     suffix = {"default": ".mar", "zip-store": ".mar", "tgz": ".tar.gz", "no-archive": ""}[archive_format]
     archive = export_dir / f"{model_name}{suffix}"
     if not archive.exists():

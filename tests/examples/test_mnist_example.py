@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import subprocess
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
-# TorchServe's examples/image_classifier/mnist/mnist.py: its published mnist_cnn.pt has exactly these.
+# The parameters of TorchServe's example network (examples/image_classifier/mnist/mnist.py in pytorch/serve).
 TORCHSERVE_MNIST_SHAPES = {
     "conv1.weight": (32, 1, 3, 3),
     "conv1.bias": (32,),
@@ -41,6 +43,24 @@ def test_net_has_torchserve_mnist_layer_names_and_shapes() -> None:
     assert {"dropout1", "dropout2"} <= {name for name, _ in model.named_children()}
 
 
+def torchserve_mnist_forward(state: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """TorchServe's example network at inference, step by step, on a state_dict (dropout is the identity)."""
+    x = F.relu(F.conv2d(x, state["conv1.weight"], state["conv1.bias"]))
+    x = F.conv2d(x, state["conv2.weight"], state["conv2.bias"])  # no activation after conv2
+    x = torch.flatten(F.max_pool2d(x, 2), 1)
+    x = F.relu(F.linear(x, state["fc1.weight"], state["fc1.bias"]))
+    return F.log_softmax(F.linear(x, state["fc2.weight"], state["fc2.bias"]), dim=1)
+
+
+def test_net_computes_torchserves_forward_with_the_committed_weights(
+    example_dir: Path, mnist_data: ModuleType, heldout: tuple
+) -> None:
+    model = load_model(example_dir)
+    x = mnist_data.to_tensor(heldout[0][:200])
+    with torch.inference_mode():
+        torch.testing.assert_close(model(x), torchserve_mnist_forward(model.state_dict(), x))
+
+
 def test_net_outputs_log_probabilities_for_a_batch() -> None:
     from mnist import Net
 
@@ -54,13 +74,13 @@ def test_committed_weights_are_a_plain_state_dict_with_torchserve_shapes(example
     assert {name: tuple(t.shape) for name, t in state.items()} == TORCHSERVE_MNIST_SHAPES
 
 
-def test_committed_weights_reach_97_percent_on_the_heldout_images(
+def test_committed_weights_reach_98_percent_on_the_heldout_images(
     example_dir: Path, mnist_data: ModuleType, heldout: tuple
 ) -> None:
     images, labels = heldout
     with torch.inference_mode():
         predicted = load_model(example_dir)(mnist_data.to_tensor(images)).argmax(1).numpy()
-    assert (predicted == labels).mean() >= 0.97
+    assert (predicted == labels).mean() >= 0.98
 
 
 def test_split_is_first_8000_for_training_and_last_2000_held_out(mnist_data: ModuleType) -> None:
@@ -161,6 +181,19 @@ def test_canary_store_carries_version_2_in_manifest_and_snapshot(tmp_path: Path)
         assert json.loads(mar.read("MAR-INF/MANIFEST.json"))["model"]["modelVersion"] == "2.0"
     snapshot = json.loads(read_properties(out / "config" / "config.properties")["model_snapshot"])
     assert list(snapshot["models"]["mnist"]) == ["2.0"]
+
+
+def test_archives_of_one_model_name_built_at_once_are_each_complete(tmp_path: Path) -> None:
+    """torch-model-archiver stages in $TMPDIR/<model-name>: concurrent runs (parallel test sessions) must not
+    share that folder."""
+    import build_model_store
+
+    with ThreadPoolExecutor(3) as pool:
+        archives = list(pool.map(lambda n: build_model_store.build_archive(tmp_path / str(n)), range(3)))
+    for archive in archives:
+        with zipfile.ZipFile(archive) as mar:
+            assert mar.testzip() is None
+            assert mar.read("mnist_cnn.pt") == build_model_store.WEIGHTS.read_bytes()
 
 
 def test_cli_defaults_to_the_ignored_example_model_store(example_dir: Path) -> None:

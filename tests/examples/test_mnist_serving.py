@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -119,22 +118,10 @@ def test_heldout_accuracy_through_v2_infer_batches_is_at_least_97_percent(
     assert heldout_accuracy(heldout, predict) >= MIN_ACCURACY
 
 
-@pytest.fixture(scope="module")
-def torchserve_handler_runtime(
-    tmp_path_factory: pytest.TempPathFactory, start_runtime: Callable[..., Any]
-) -> Any:
-    """An archive built by the real torch-model-archiver whose handler imports TorchServe's ``ts``."""
-    import build_model_store
-
-    handler = Path(__file__).parent / "handlers" / "ts_mnist_handler.py"
-    store = build_model_store.build_model_store(tmp_path_factory.mktemp("ts-store"), handler=handler)
-    return start_runtime(store)
-
-
 def test_archive_with_a_handler_subclassing_torchserves_image_classifier_serves_correct_digits(
-    torchserve_handler_runtime: Any, client: httpx.Client, mnist_data: ModuleType, heldout: tuple
+    torchserve_layout_runtime: Any, client: httpx.Client, mnist_data: ModuleType, heldout: tuple
 ) -> None:
-    url = torchserve_handler_runtime.url
+    url = torchserve_layout_runtime.url
     response = client.post(
         f"{url}/v1/models/mnist:predict",
         content=mnist_data.seed_request_path().read_bytes(),
