@@ -1,11 +1,17 @@
-"""The few Kubernetes API calls the operator makes (kubernetes client, server-side apply)."""
+"""The few Kubernetes API calls the reconciler makes: the `Kube` protocol and `KubeApi`, its implementation
+on the kubernetes client (server-side apply with the operator's field manager).
+
+Reads of the objects the operator follows (InferenceServices, Knative Services, VirtualServices,
+ServiceAccounts, its ConfigMap) are not here: kopf's watches keep them in indexes (handlers.py). Errors are
+the client's `ApiException` (`.status` is the HTTP status); the reconciler decides what is worth a retry.
+"""
 
 from __future__ import annotations
 
 import datetime
 import json
 import os
-from typing import Any
+from typing import Any, Protocol
 
 import kubernetes
 from kubernetes.client.exceptions import ApiException
@@ -41,7 +47,37 @@ def api_client() -> kubernetes.client.ApiClient:
     return kubernetes.client.ApiClient(configuration)
 
 
-class Kube:
+class Kube(Protocol):
+    """What the reconciler writes (and the Secrets it reads by name). Every call may raise `ApiException`."""
+
+    def apply_knative_service(self, ksvc: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply; the Knative Service as stored afterwards."""
+        ...
+
+    def apply_virtual_service(self, virtual_service: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply; the VirtualService as stored afterwards."""
+        ...
+
+    def delete_virtual_service(self, namespace: str, name: str) -> None:
+        """Delete it; gone already is fine."""
+        ...
+
+    def apply_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply of the InferenceService's status subresource; the isvc as stored afterwards."""
+        ...
+
+    def secret_summary(self, namespace: str, name: str) -> SecretSummary | None:
+        """A Secret's key names and S3 annotations, never its values; None when it does not exist."""
+        ...
+
+    def post_event(self, involved: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        """A core/v1 Event about `involved`."""
+        ...
+
+
+class KubeApi:
+    """`Kube` on the kubernetes client."""
+
     def __init__(self, client: kubernetes.client.ApiClient) -> None:
         self.custom = kubernetes.client.CustomObjectsApi(client)
         self.core = kubernetes.client.CoreV1Api(client)
@@ -89,27 +125,6 @@ class Kube:
                 ISTIO_GROUP, ISTIO_VERSION, metadata["namespace"], ISTIO_PLURAL, metadata["name"])
         return applied
 
-    def list_owned(self, label: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """Every Knative Service and VirtualService carrying `label` (VirtualServices: [] without Istio)."""
-        ksvcs = self.custom.list_cluster_custom_object(
-            KNATIVE_GROUP, KNATIVE_VERSION, KNATIVE_PLURAL, label_selector=label)["items"]
-        try:
-            virtual_services = self.custom.list_cluster_custom_object(
-                ISTIO_GROUP, ISTIO_VERSION, ISTIO_PLURAL, label_selector=label)["items"]
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-            virtual_services = []
-        return ksvcs, virtual_services
-
-    def get_virtual_service(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            return self.custom.get_namespaced_custom_object(
-                ISTIO_GROUP, ISTIO_VERSION, namespace, ISTIO_PLURAL, name)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
 
     def delete_virtual_service(self, namespace: str, name: str) -> None:
         try:
@@ -118,18 +133,6 @@ class Kube:
         except ApiException as exc:
             if exc.status != 404:
                 raise
-
-    def get_service_account(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            response = self.core.read_namespaced_service_account(name, namespace, _preload_content=False)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        try:
-            return json.loads(response.data)  # the API's own field names, as the watch delivers them
-        finally:
-            response.release_conn()
 
     def secret_summary(self, namespace: str, name: str) -> SecretSummary | None:
         """A Secret's key names and S3 annotations (`get` by name; the values are dropped right here)."""
@@ -143,14 +146,6 @@ class Kube:
             return summarize_secret(json.loads(response.data))
         finally:
             response.release_conn()
-
-    def read_config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            return self.core.read_namespaced_config_map(name, namespace).to_dict()
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
 
     def post_event(self, involved: dict[str, Any], type_: str, reason: str, message: str) -> None:
         """A core/v1 Event about an object (messages never carry secrets: they come from specs/status)."""
