@@ -3,6 +3,7 @@ the events it posts, and what an API error or a change arriving mid-reconcile le
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import logging
@@ -11,6 +12,7 @@ from typing import Any
 import kopf
 import pytest
 from fake_kube import SECRET, SERVICE_ACCOUNT, FakeCluster
+from isvc_operator import handlers
 from isvc_operator.config import DEFAULTS, parse_config
 from isvc_operator.known import INFERENCE_SERVICE, KNATIVE_SERVICE, VIRTUAL_SERVICE, Key, Known
 from isvc_operator.reconcile import RETRY_DELAYS, reconcile
@@ -260,3 +262,31 @@ def test_secrets_are_read_once_per_service_account_version_and_never_kept(cluste
     assert cluster.calls.count("secret_summary") == 1
     env = cluster.get(KNATIVE_SERVICE, KSVC)["spec"]["template"]["spec"]["initContainers"][0].get("env") or []
     assert not any(item["name"] == "AWS_SECRET_ACCESS_KEY" for item in env)
+
+
+def test_the_handlers_retry_a_failed_reconcile_after_the_errors_delay(cluster) -> None:
+    operator = handlers.Operator(cluster.known(), cluster, None, LOG)
+    cluster.fail("apply_knative_service", 500)
+
+    async def scenario() -> None:
+        await operator.reconcile(ISVC)
+        assert cluster.get(KNATIVE_SERVICE, KSVC) is None and ISVC in operator.retries
+        await asyncio.sleep(RETRY_DELAYS[0] + 0.5)
+        assert cluster.get(KNATIVE_SERVICE, KSVC) is not None and operator.retries == {}
+
+    asyncio.run(scenario())
+
+
+def test_a_new_event_supersedes_the_pending_retry_of_the_same_isvc(cluster) -> None:
+    operator = handlers.Operator(cluster.known(), cluster, None, LOG)
+    cluster.fail("apply_knative_service", 500)
+
+    async def scenario() -> None:
+        await operator.reconcile(ISVC)
+        pending = operator.retries[ISVC]
+        await operator.reconcile(ISVC)  # the next watch event, before the retry is due
+        await asyncio.sleep(0)
+        assert pending.cancelled() and operator.retries == {}
+        assert cluster.calls.count("apply_knative_service") == 2
+
+    asyncio.run(scenario())
