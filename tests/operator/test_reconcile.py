@@ -290,3 +290,25 @@ def test_a_new_event_supersedes_the_pending_retry_of_the_same_isvc(cluster) -> N
         assert cluster.calls.count("apply_knative_service") == 2
 
     asyncio.run(scenario())
+
+
+def test_a_configmap_edit_is_announced_once_and_rerenders_every_isvc(cluster) -> None:
+    operator = handlers.Operator(cluster.known(), cluster, None, LOG)
+    memo = kopf.Memo(operator=operator)
+    config_map = ("torch-isvc-system", "inferenceservice-config")
+
+    async def config_event(type_: str | None) -> None:
+        cluster.deliver(known=operator.known)
+        await handlers.on_config_change(event={"type": type_}, namespace=config_map[0], name=config_map[1],
+                                        meta={"uid": "cm-uid"}, memo=memo)
+
+    async def scenario() -> None:
+        await config_event(None)  # the initial listing: the isvcs' own listing events render them
+        assert cluster.get(KNATIVE_SERVICE, KSVC) is None
+        cluster.put_config({**config_data(), "predictors": "{not json"})
+        await config_event("MODIFIED")
+        await config_event("MODIFIED")  # the same problems again: nothing more to say
+        assert [(event[0], event[2]) for event in cluster.events] == [(config_map[1], "InvalidConfig")]
+        assert cluster.get(KNATIVE_SERVICE, KSVC) is not None  # rendered with the defaults
+
+    asyncio.run(scenario())
