@@ -168,10 +168,13 @@ class Operator:
             self.due.append(key)  # the retry
 
     def settle(self) -> None:
-        while self.due or self.cluster.pending:
+        for _ in range(500):
+            if not (self.due or self.cluster.pending):
+                return
             self.deliver_one()
             if self.due:
                 self.reconcile_one()
+        raise AssertionError("the operator keeps writing: its writes never settle")
 
 
 # (template, canaryTrafficPercent, expected traffic {revision: percent},
