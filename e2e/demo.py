@@ -36,15 +36,21 @@ from typing import Any
 import httpx
 
 from e2e import REPO_ROOT
+from e2e.inference_services import (
+    KNATIVE_SERVICES,
+    predictor_service,
+    predictor_status,
+    ready_isvc,
+)
+from e2e.installation import EXAMPLES, OPERATOR_ACCOUNT, OPERATOR_NAMESPACE, OperatorProcess, install
 from e2e.localkube import ControlPlane, Kubectl
 from e2e.polling import wait_for
 from e2e.processes import (
+    LoggedProcess,
     free_port,
     install_signal_handlers,
     owned_workdir,
     pid_alive,
-    popen,
-    stop,
     sweep_stale_workdirs,
     tail,
 )
@@ -52,13 +58,10 @@ from e2e.standin.ingress import REVISION_HEADER, Ingress
 from e2e.standin.serving import ServingStandin
 
 NAMESPACE = "kfserving-test"  # the seed's namespace (its Host header: torchserve.kfserving-test.example.com)
-OPERATOR_NAMESPACE = "torch-isvc-system"
-OPERATOR_ACCOUNT = "torch-isvc-operator"
-EXAMPLES = REPO_ROOT / "examples" / "mnist"
 BUCKET = "kfserving-examples"
 MODEL_PREFIX = "models/torchserve/image_classifier"
-SEED_URI = f"gs://{BUCKET}/{MODEL_PREFIX}"
-CANARY_URI = f"{SEED_URI}/v2"
+MODEL_URI = f"gs://{BUCKET}/{MODEL_PREFIX}"
+CANARY_URI = f"{MODEL_URI}/v2"
 MODEL_NAME = "mnist"
 CANARY_PERCENT = 20
 CANARY_TOLERANCE = 4.0
@@ -98,31 +101,6 @@ def own_sample_request(digit_png: bytes | None = None) -> dict[str, Any]:
     return {"instances": [{"data": base64.b64encode(digit_png).decode()}]}
 
 
-# --- processes the demo owns ---------------------------------------------------------------------
-
-
-@dataclass
-class Child:
-    """A child process with its log file (stopped with its whole process group)."""
-
-    name: str
-    argv: list[str]
-    log: Path
-    env: dict[str, str] | None = None
-    proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Child:
-        self.proc = popen(self.argv, log=self.log, env=self.env)
-        return self
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop(self.proc, 15)
-
-
 def http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
@@ -142,12 +120,11 @@ class Walkthrough:
     say: Callable[[str], None] = print
     ingress_port: int | None = None
     cluster: ControlPlane | None = None
-    operator: Child | None = None
-    emulator: Child | None = None
+    operator: OperatorProcess | None = None
+    emulator: LoggedProcess | None = None
     standin: ServingStandin | None = None
     ingress: Ingress | None = None
     gcs_host: str = ""
-    operator_port: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     _pids: set[int] = field(default_factory=set)
 
@@ -216,7 +193,7 @@ class Walkthrough:
     # -- setup steps --
 
     def install(self) -> None:
-        self.kubectl.install(REPO_ROOT / "e2e" / "knative" / "crds", REPO_ROOT / "crds", REPO_ROOT / "deploy")
+        install(self.kubectl)
         self.say("installed: crds/, deploy/ (+ the Knative Service and Istio VirtualService CRDs)")
         # The demo cluster has Istio (the ingress stand-in): the operator's ingress mode is istio.
         config = self.kubectl.get("-n", OPERATOR_NAMESPACE, "configmap", "inferenceservice-config") or {}
@@ -237,11 +214,10 @@ class Walkthrough:
         self.gcs_host = f"http://127.0.0.1:{port}"
         argv = [str(VENV_BIN / "gcp-storage-emulator"), "start", "--host", "127.0.0.1", "--port", str(port),
                 "-M", "-q"]
-        self.emulator = Child("gcs", argv, self.workdir / "logs" / "gcs.log").start()
-        assert self.emulator.proc is not None
-        self._pids.add(self.emulator.proc.pid)
-        wait_for(lambda: http_ok(f"{self.gcs_host}/storage/v1/b?project=demo") or self._died(self.emulator),
-                 30, "the GCS emulator")
+        self.emulator = emulator = LoggedProcess(argv, self.workdir / "logs" / "gcs.log")
+        self._pids.add(emulator.process.pid)
+        wait_for(lambda: emulator.alive() and http_ok(f"{self.gcs_host}/storage/v1/b?project=demo"), 30,
+                 "the GCS emulator")
         from google.auth.credentials import AnonymousCredentials
         from google.cloud import storage
 
@@ -252,27 +228,18 @@ class Walkthrough:
             for path in sorted(p for p in (stores / name).rglob("*") if p.is_file()):
                 key = f"{prefix}/{path.relative_to(stores / name).as_posix()}"
                 bucket.blob(key).upload_from_filename(path)
-        self.say(f"model stores: {SEED_URI} (mnist 1.0) and {CANARY_URI} (mnist 2.0) on a GCS emulator at "
+        self.say(f"model stores: {MODEL_URI} (mnist 1.0) and {CANARY_URI} (mnist 2.0) on a GCS emulator at "
                  f"{self.gcs_host}")
-
-    def _died(self, child: Child | None) -> bool:
-        if child is not None and not child.alive():
-            raise RuntimeError(f"{child.name} exited:\n{tail(child.log)}")
-        return False
 
     def start_operator(self) -> None:
         assert self.cluster is not None
         kubeconfig = wait_for(lambda: self._sa_kubeconfig(), 30, "the operator's ServiceAccount")
-        self.operator_port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
-        env.update(KUBECONFIG=str(kubeconfig), ISVC_OPERATOR_NAMESPACE=OPERATOR_NAMESPACE,
-                   ISVC_LIVENESS_ENDPOINT=f"http://127.0.0.1:{self.operator_port}/healthz")
-        self.operator = Child("operator", [sys.executable, "-m", "isvc_operator"],
-                              self.workdir / "logs" / "operator.log", env).start()
-        assert self.operator.proc is not None
-        self._pids.add(self.operator.proc.pid)
-        health = f"http://127.0.0.1:{self.operator_port}/healthz"
-        wait_for(lambda: http_ok(health) or self._died(self.operator), 60, "the operator's liveness endpoint")
+        self.operator = OperatorProcess(kubeconfig, self.workdir / "logs" / "operator.log")
+        try:
+            self.operator.start()
+        finally:
+            if self.operator.pid is not None:
+                self._pids.add(self.operator.pid)
         self.say(f"operator: python -m isvc_operator as ServiceAccount "
                  f"{OPERATOR_NAMESPACE}/{OPERATOR_ACCOUNT}")
 
@@ -291,26 +258,15 @@ class Walkthrough:
             self.kubectl("create", "namespace", namespace)
         return self.kubectl("apply", "-n", namespace, "-f", str(manifest)).stdout.strip()
 
-    def ready_isvc(self, name: str, namespace: str = NAMESPACE) -> dict[str, Any] | None:
-        """The isvc once Ready for its current generation, else None."""
-        isvc = self.kubectl.get("-n", namespace, "isvc", name)
-        status = (isvc or {}).get("status") or {}
-        ready = any(c.get("type") == "Ready" and c.get("status") == "True"
-                    for c in status.get("conditions") or [])
-        if not ready or status.get("observedGeneration") != isvc["metadata"]["generation"]:  # type: ignore[index]
-            return None
-        return isvc
-
     def wait_ready(self, name: str, namespace: str = NAMESPACE, timeout: float = 120.0,
                    revision: str | None = None) -> dict[str, Any]:
         """Wait for Ready (and, when given, for ``revision`` to be the latest ready one)."""
 
         def probe() -> dict[str, Any] | None:
-            isvc = self.ready_isvc(name, namespace)
+            isvc = ready_isvc(self.kubectl, namespace, name)
             if isvc is None or revision is None:
                 return isvc
-            predictor = ((isvc.get("status") or {}).get("components") or {}).get("predictor") or {}
-            return isvc if predictor.get("latestReadyRevision") == revision else None
+            return isvc if predictor_status(isvc).get("latestReadyRevision") == revision else None
 
         try:
             return wait_for(probe, timeout, f"isvc {namespace}/{name} to be Ready")
@@ -319,7 +275,7 @@ class Walkthrough:
 
     def diagnose(self, namespace: str = NAMESPACE) -> str:
         """What the isvc, ksvc and revision pods say (for failure messages)."""
-        parts = [self.kubectl("get", "-n", namespace, "isvc,services.serving.knative.dev", "-o", "yaml",
+        parts = [self.kubectl("get", "-n", namespace, f"isvc,{KNATIVE_SERVICES}", "-o", "yaml",
                               check=False).stdout[-3000:]]
         if self.standin is not None:
             for (ns, revision), pod in sorted(self.standin.pods.items()):
@@ -443,8 +399,7 @@ class Steps:
 
     def canary(self, requests: int = CANARY_REQUESTS) -> None:
         before = self.env.kubectl.get("-n", NAMESPACE, "isvc", "torchserve") or {}
-        stable = (((before.get("status") or {}).get("components") or {}).get("predictor") or {}).get(
-            "latestReadyRevision")
+        stable = predictor_status(before).get("latestReadyRevision")
         output = self.env.apply(EXAMPLES / "canary.yaml")
         self.show(["kubectl", "apply", "-n", NAMESPACE, "-f", "canary.yaml"], output)
         ksvc = wait_for(lambda: self._new_revision(stable), 60, "the canary's revision")
@@ -469,13 +424,12 @@ class Steps:
                    f"(seed: {CANARY_PERCENT}% ± {CANARY_TOLERANCE:.0f})")
 
     def _new_revision(self, stable: str | None) -> str | None:
-        ksvc = self.env.kubectl.get("-n", NAMESPACE, "services.serving.knative.dev",
-                                    "torchserve-predictor-default")
+        ksvc = self.env.kubectl.get("-n", NAMESPACE, KNATIVE_SERVICES, predictor_service("torchserve"))
         latest = ((ksvc or {}).get("status") or {}).get("latestCreatedRevisionName")
         return latest if latest and latest != stable else None
 
 
-def seed_request(workdir: Path) -> Path:
+def mnist_request(workdir: Path) -> Path:
     """../shared/data/requests/v1/mnist.json, else the project's own sample written to ``workdir``."""
     seed = shared_dir() / "data" / "requests" / "v1" / "mnist.json"
     if seed.is_file():
@@ -527,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     failed_setup = False
     try:
         env.start()
-        request = seed_request(workdir)
+        request = mnist_request(workdir)
         print(f"request: {request}" + ("" if request.parent != workdir else
                                        " (the project's own sample, a hand-drawn 2: ../shared is absent)"))
         steps = Steps(env, request)

@@ -103,7 +103,7 @@ def test_mount_paths_are_rewritten_alone_as_prefix_and_after_a_flag() -> None:
     assert map_path("gs://bucket/mnt/models", mounts) == "gs://bucket/mnt/models"
 
 
-def test_seed_pod_runs_the_initializer_then_the_runtime_with_args_as_rendered(tmp_path: Path) -> None:
+def test_torchserve_pod_runs_the_initializer_then_the_runtime_with_args_as_rendered(tmp_path: Path) -> None:
     ksvc = golden("metrics")
     plan, ports = plan_for(ksvc, tmp_path)
     models = tmp_path / "volumes" / "kfserving-provision-location"

@@ -1,6 +1,7 @@
-"""``python -m e2e.localkube`` (``make cluster-up``): a local control plane until Ctrl-C or SIGTERM.
+"""A local Kubernetes control plane until Ctrl-C or SIGTERM (`make cluster-up`).
 
-Prints the kubeconfig path (last line of its greeting) and stops everything it started on exit.
+``python -m e2e.localkube`` prints the kubeconfig path (last line of its greeting) and stops everything it
+started on exit.
 """
 
 from __future__ import annotations

@@ -16,10 +16,11 @@ from typing import Any
 import kubernetes
 import pytest
 
-from e2e.knative.standin import KnativeStandin
+from e2e.inference_services import KSVC, condition, isvc_of, ksvc_of
+from e2e.installation import OperatorProcess
 from e2e.localkube import ControlPlane, Kubectl
-from e2e.operator.conftest import OperatorProcess, wait_for
-from e2e.operator.test_operator_reconcile import KSVC, condition, isvc_of, ksvc_of
+from e2e.operator.conftest import wait_for
+from e2e.standin.knative import KnativeStandin
 
 READINESS_DELAY = 1.5
 

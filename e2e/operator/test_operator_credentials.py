@@ -11,10 +11,11 @@ import base64
 import json
 from typing import Any
 
-from e2e.knative.standin import KnativeStandin
+from e2e.inference_services import ksvc_of, ready_isvc
+from e2e.installation import OperatorProcess
 from e2e.localkube import Kubectl
-from e2e.operator.conftest import OperatorProcess, wait_for
-from e2e.operator.test_operator_reconcile import ksvc_of, ready_isvc
+from e2e.operator.conftest import wait_for
+from e2e.standin.knative import KnativeStandin
 
 ACCESS_KEY = "AKIAVALUEMUSTNOTLEAK7"
 SECRET_KEY = "wJalrXUtnFEMI-secret-value-must-not-leak"

@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 
-from e2e.knative.standin import KnativeStandin
+from e2e.inference_services import KSVC, condition, isvc_of, ksvc_of, ready_isvc
+from e2e.installation import OPERATOR_NAMESPACE, OperatorProcess
 from e2e.localkube import Kubectl
-from e2e.operator.conftest import OPERATOR_NAMESPACE, OperatorProcess, wait_for
-from e2e.operator.test_operator_reconcile import KSVC, condition, isvc_of, ksvc_of, ready_isvc
+from e2e.operator.conftest import wait_for
+from e2e.standin.knative import KnativeStandin
 
 VS = "virtualservices.networking.istio.io"
 

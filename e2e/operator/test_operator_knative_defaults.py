@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from e2e.inference_services import KSVC, ksvc_of, ready_isvc
+from e2e.installation import OperatorProcess
 from e2e.knative.webhook import KnativeDefaulting
 from e2e.localkube import ControlPlane, Kubectl
-from e2e.operator.conftest import OperatorProcess, wait_for
-from e2e.operator.test_operator_reconcile import KSVC, ksvc_of, ready_isvc
+from e2e.operator.conftest import wait_for
 
 
 def test_knative_defaulted_fields_cause_no_update_loop_and_no_write_on_restart(

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import urllib.request
 
+from e2e.inference_services import ready_isvc
+from e2e.installation import OperatorProcess
 from e2e.localkube import Kubectl
-from e2e.operator.conftest import OperatorProcess, wait_for
-from e2e.operator.test_operator_reconcile import ready_isvc
+from e2e.operator.conftest import wait_for
 
 
 def scrape(operator: OperatorProcess) -> dict[str, float]:

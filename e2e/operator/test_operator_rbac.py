@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from e2e.installation import OPERATOR_ACCOUNT, OPERATOR_NAMESPACE
 from e2e.localkube import Kubectl
-from e2e.operator.conftest import OPERATOR_ACCOUNT, OPERATOR_NAMESPACE
 
 AS = f"--as=system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_ACCOUNT}"
 OWN = f"--namespace={OPERATOR_NAMESPACE}"

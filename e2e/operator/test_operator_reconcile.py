@@ -1,48 +1,26 @@
 """The operator on the local control plane, running with exactly its manifest's RBAC.
 
-Each seed sample yields the expected Knative Service; with the Knative stand-in reporting readiness the
-isvc becomes READY with its URL; spec and ConfigMap changes re-render; a restart writes nothing;
-deleting the isvc removes the ksvc.
+Each example isvc (examples/mnist/) yields the expected Knative Service; with the Knative stand-in reporting
+readiness the isvc becomes READY with its URL; spec and ConfigMap changes re-render; a restart writes
+nothing; deleting the isvc removes the ksvc.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from e2e import REPO_ROOT
+from e2e.inference_services import KSVC, condition, isvc_of, ksvc_of, ready_isvc
+from e2e.installation import OPERATOR_NAMESPACE, OperatorProcess
 from e2e.localkube import Kubectl
-from e2e.operator.conftest import OPERATOR_NAMESPACE, OperatorProcess, wait_for
+from e2e.operator.conftest import wait_for
 
-GOLDEN = Path(__file__).resolve().parents[2] / "tests" / "operator" / "golden"
-KSVC = "torchserve-predictor-default"
+GOLDEN = REPO_ROOT / "tests" / "operator" / "golden"
 SAMPLES = ["torchserve", "gpu", "autoscaling", "metrics", "canary"]
-
-
-def ksvc_of(kubectl: Kubectl, namespace: str, name: str = KSVC) -> dict[str, Any] | None:
-    return kubectl.get("-n", namespace, "services.serving.knative.dev", name)
-
-
-def isvc_of(kubectl: Kubectl, namespace: str, name: str = "torchserve") -> dict[str, Any] | None:
-    return kubectl.get("-n", namespace, "isvc", name)
-
-
-def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any]:
-    for item in ((obj or {}).get("status") or {}).get("conditions") or []:
-        if item["type"] == kind:
-            return item
-    return {}
-
-
-def ready_isvc(kubectl: Kubectl, namespace: str, name: str = "torchserve") -> dict[str, Any] | None:
-    """The isvc once it is Ready for its current generation, else None."""
-    isvc = isvc_of(kubectl, namespace, name)
-    if condition(isvc, "Ready").get("status") != "True":
-        return None
-    return isvc if isvc["status"].get("observedGeneration") == isvc["metadata"]["generation"] else None
 
 
 def apply_second(kubectl: Kubectl, namespace: str) -> None:
@@ -58,7 +36,7 @@ def events_for(kubectl: Kubectl, namespace: str, name: str) -> list[dict[str, An
 
 
 @pytest.mark.parametrize("sample", SAMPLES)
-def test_each_seed_sample_yields_the_expected_knative_service(
+def test_each_example_yields_the_expected_knative_service(
     operator: OperatorProcess, kubectl: Kubectl, namespace: str, apply_sample, sample: str
 ) -> None:
     apply_sample(sample)
@@ -226,4 +204,4 @@ def test_missing_configmap_falls_back_to_defaults_with_an_event(
 
         wait_for(config_missing_event, what="a ConfigMissing event on the isvc")
     finally:
-        kubectl("apply", "-f", str(Path(__file__).resolve().parents[2] / "deploy" / "operator.yaml"))
+        kubectl("apply", "-f", str(REPO_ROOT / "deploy" / "operator.yaml"))

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -26,11 +25,10 @@ import kubernetes
 import uvicorn
 from kubernetes.client.exceptions import ApiException
 
+from e2e.polling import repeating
 from e2e.processes import free_port
 
 from .routing import RouteTable, build_routes, pick
-
-log = logging.getLogger(__name__)
 
 REVISION_HEADER = "x-standin-revision"
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
@@ -68,7 +66,7 @@ class Ingress:
         self.table = RouteTable(domain=domain)
         self.refreshed_at = 0.0
         self._stop = threading.Event()
-        self._poller = threading.Thread(target=self._poll, name="ingress-routes", daemon=True)
+        self._poller = repeating(self.update_routes, refresh, self._stop, "ingress routes")
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._client: httpx.AsyncClient | None = None
@@ -123,13 +121,6 @@ class Ingress:
         self.table = build_routes(ksvcs, virtualservices, isvcs, self.domain)
         self.refreshed_at = time.monotonic()
         return self.table
-
-    def _poll(self) -> None:
-        while not self._stop.wait(self.refresh):
-            try:
-                self.update_routes()
-            except Exception as exc:
-                log.warning("ingress: listing routes failed: %s", exc)
 
     # -- the ASGI app --
 

@@ -1,6 +1,6 @@
-"""ServingStandin: Knative Serving + kubelet for the demo, built on the tests' KnativeStandin.
+"""ServingStandin: Knative Serving + kubelet for the demo, built on :class:`KnativeStandin`.
 
-KnativeStandin (e2e/knative/standin.py) already plays Knative's controllers for status: it numbers
+KnativeStandin (:mod:`.knative`) already plays Knative's controllers for status: it numbers
 revisions ``{ksvc}-00001, -00002, ...`` (a new one whenever ``spec.template`` changes), resolves
 ``spec.traffic`` and writes the ksvc status. This subclass decides readiness the way the kubelet and
 Knative would: every revision gets a pod of local processes (:class:`RevisionPod`), and a revision is
@@ -23,9 +23,10 @@ from typing import Any
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
-from e2e.knative.standin import GROUP, MERGE_PATCH, PLURAL, VERSION, KnativeStandin
+from e2e.polling import repeating
 from e2e.processes import Spawner, free_ports
 
+from .knative import GROUP, MERGE_PATCH, PLURAL, VERSION, KnativeStandin
 from .pods import PodSpecError, decode_secret_value, plan_pod, pod_ports
 from .revisions import FAILED, READY, RevisionPod
 
@@ -49,8 +50,7 @@ class ServingStandin(KnativeStandin):
         self._owner: dict[Key, tuple[str, str, str]] = {}  # revision -> (namespace, ksvc name, ksvc uid)
         self._lock = threading.RLock()  # the same lock for KnativeStandin's bookkeeping and the pods
         self._spawner = Spawner("standin-spawner")
-        self._reap_interval = reap_interval
-        self._reaper = threading.Thread(target=self._reap_loop, name="standin-reaper", daemon=True)
+        self._reaper = repeating(self.reap, reap_interval, self._stop, "knative stand-in reaper")
 
     # -- lifecycle --
 
@@ -183,13 +183,6 @@ class ServingStandin(KnativeStandin):
                 raise
 
     # -- scale to zero / from zero, deletion --
-
-    def _reap_loop(self) -> None:
-        while not self._stop.wait(self._reap_interval):
-            try:
-                self.reap()
-            except Exception as exc:
-                log.warning("knative stand-in reaper: %s", exc)
 
     def reap(self) -> None:
         """Stop pods of deleted ksvcs and of revisions neither latest nor in the traffic; start pods of

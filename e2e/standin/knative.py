@@ -1,4 +1,6 @@
-"""KnativeStandin: a test-only stand-in for Knative Serving's controllers (status only). See README.md."""
+"""KnativeStandin: Knative Serving's controllers, for status only: revisions numbered per template change,
+traffic resolved as Knative resolves it, the Knative Service's status written. No pods: the e2e tests of the
+operator use it as is; :class:`~e2e.standin.serving.ServingStandin` adds pods. See README.md."""
 
 from __future__ import annotations
 
