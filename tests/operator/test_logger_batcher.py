@@ -131,3 +131,28 @@ def test_a_configmap_from_before_the_logger_and_batcher_keys_gets_the_defaults_s
     data = {key: json.dumps(value) for key, value in DEFAULTS.items() if key not in ("logger", "batcher")}
     config = parse_config(data)
     assert (config.logger, config.batcher, config.problems) == (LoggerConfig(), BatcherConfig(), ())
+
+
+def test_the_rendered_logger_flags_and_env_are_what_the_runtimes_logger_reads(isvc_factory) -> None:
+    import argparse
+    from pathlib import Path
+
+    from isvc_runtime.payload_logger import LoggerSettings, add_logger_arguments, logger_settings
+    from isvc_runtime.payload_logger.settings import Identity
+
+    parser = argparse.ArgumentParser()
+    add_logger_arguments(parser)
+
+    def logger_flags(container: dict) -> argparse.Namespace:
+        args = container["args"]
+        return parser.parse_args(args[args.index("--logger-url"):])
+
+    container = runtime_container(render_knative_service(
+        isvc_factory(logger={"url": "http://sink.ns/e", "mode": "response"}), default_config()))
+    env = {item["name"]: item["value"] for item in container["env"]}
+    settings = logger_settings(logger_flags(container), env | {"K_SERVICE": "torchserve-predictor-default"})
+    identity = Identity("torchserve-predictor-default", "torchserve", "kfserving-test")
+    assert settings == LoggerSettings("http://sink.ns/e", "response", None, identity)
+    https = runtime_container(render_knative_service(
+        isvc_factory(logger={"url": "https://sink.ns/e"}), config_with(logger={"caBundle": "sink-ca"})))
+    assert logger_flags(https).logger_ca_bundle == Path("/etc/isvc-logger/ca/ca.crt")
