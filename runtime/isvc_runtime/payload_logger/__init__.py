@@ -6,6 +6,9 @@
 - ``sink``: one keep-alive HTTP/1.1 connection to the sink (asyncio streams, httptools parses answers).
 - ``dispatcher``: :class:`PayloadLogger`: a bounded queue, sender tasks, retries with backoff, drops
   counted by reason, a warning at most once a minute.
+- ``middleware``: :class:`PayloadLoggingMiddleware`, the pure ASGI middleware that logs v1/v2 inference
+  requests and answers and sets the answer's ``x-request-id``.
+- ``metrics``: :class:`LoggerCollector`, the drop and send counters for the runtime's Prometheus registry.
 
 Follows KServe's logger (kserve/kserve ``pkg/logger/worker.go``: the ``org.kubeflow.serving.inference.*``
 types and the ``inferenceservicename``, ``namespace``, ``component``, ``endpoint`` extensions; the id of the
