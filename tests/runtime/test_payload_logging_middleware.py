@@ -19,7 +19,8 @@ from support.cloudevents_sink import cloudevents_sink
 
 async def predict(request: Request) -> Response:
     instances = (await request.json())["instances"]
-    return JSONResponse({"predictions": [sum(row) for row in instances]}, headers={"x-request-id": "app's"})
+    return JSONResponse({"predictions": [sum(row) for row in instances], "id": request.state.request_id},
+                        headers={"x-request-id": "app's"})
 
 
 async def infer(request: Request) -> Response:
@@ -88,6 +89,7 @@ def test_requests_and_answers_are_paired_events_and_the_answer_carries_their_id(
     assert ids[1] == "client-chosen" and len(ids[0]) == 36 and len(ids[2]) == 36
     assert answers[3].headers.get("x-request-id") is None
     assert sorted(e.get_id() for e in requests) == sorted(e.get_id() for e in responses) == sorted(ids)
+    assert [answer.json()["id"] for answer in answers[:2]] == ids[:2]  # the data plane sees the same id
     for answer in answers[:3]:
         assert bodies[(RESPONSE, answer.headers["x-request-id"])] == answer.content
     assert bodies[(REQUEST, ids[0])] == b'{"instances":[[1,2],[3,4]]}'

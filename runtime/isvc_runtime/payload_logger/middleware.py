@@ -3,7 +3,8 @@ requests and answers are seen whole, whatever route or codec serves them.
 
 The request body is recorded as the application reads it and logged once read to its end; the answer's
 body as it is sent, logged with the content type the application gave it. Both events carry the request
-id (the client's ``x-request-id``, else a fresh UUID), which the answer also carries as ``x-request-id``.
+id (the client's ``x-request-id``, else a fresh UUID), which the answer also carries as ``x-request-id``
+and the application finds in ``scope["state"]["request_id"]`` (Starlette's ``request.state.request_id``).
 Nothing is awaited beyond what the application itself awaits: logging is ``PayloadLogger.log``, a
 ``put_nowait``.
 """
@@ -47,6 +48,7 @@ class PayloadLoggingMiddleware:
         headers = {name.decode("latin-1").lower(): value.decode("latin-1")
                    for name, value in scope["headers"]}
         event_id = request_id(headers)
+        scope.setdefault("state", {})["request_id"] = event_id  # request.state.request_id for the data plane
         payload_logger = self.payload_logger
         request_body: list[bytes] = []
         answer_body: list[bytes] = []
