@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +46,14 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "capabilities": {"drop": ["ALL"]},
         "seccompProfile": {"type": "RuntimeDefault"},
     },
+    # KFServing's payload logger (spec.predictor.logger): the sink of an isvc that names none, and for https
+    # sinks a ConfigMap (in the isvc's namespace, KServe's caBundle) whose key caCertFile holds the CA
+    # certificates to verify them with, instead of the system's; "" for the system's.
+    "logger": {"defaultUrl": "http://default-broker", "caBundle": "", "caCertFile": "ca.crt"},
+    # KFServing's batcher (spec.predictor.batcher): the value of each field an isvc's batcher leaves unset.
+    # maxLatency in ms (KFServing's agent waited up to 5000; the runtime's batcher adapts its wait to the
+    # load, so TorchServe's 100 suffices), timeout in s (KFServing's 60).
+    "batcher": {"maxBatchSize": 32, "maxLatency": 100, "timeout": 60},
     "ingress": {
         "mode": "istio",
         "domain": "example.com",
@@ -61,7 +70,9 @@ _STRING_FIELDS: dict[str, tuple[str, ...]] = {
 _PYTORCH_FIELDS = ("image", "defaultImageVersion", "defaultGpuImageVersion")
 _INGRESS_MODES = ("istio", "none")
 #: Sections a ConfigMap from before their release may lack: defaulted without a problem.
-_OPTIONAL_SECTIONS = ("metrics", "securityContext")
+_OPTIONAL_SECTIONS = ("metrics", "securityContext", "logger", "batcher")
+#: The CRD's bounds of each batcher field (crds/: spec.predictor.batcher).
+BATCHER_BOUNDS = {"maxBatchSize": (1, 1024), "maxLatency": (1, 60000), "timeout": (1, 3600)}
 _MAX_ID = 2**31 - 1
 _SECCOMP_TYPES = ("RuntimeDefault", "Localhost", "Unconfined")
 
@@ -105,11 +116,27 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class LoggerConfig:
+    default_url: str = DEFAULTS["logger"]["defaultUrl"]
+    ca_bundle: str = ""  # a ConfigMap name; "" verifies https sinks with the system CAs
+    ca_cert_file: str = DEFAULTS["logger"]["caCertFile"]
+
+
+@dataclass(frozen=True)
+class BatcherConfig:
+    max_batch_size: int = DEFAULTS["batcher"]["maxBatchSize"]
+    max_latency_ms: int = DEFAULTS["batcher"]["maxLatency"]
+    timeout_seconds: int = DEFAULTS["batcher"]["timeout"]
+
+
+@dataclass(frozen=True)
 class OperatorConfig:
     pytorch: PytorchConfig
     storage_initializer: StorageInitializerConfig
     ingress: IngressConfig
     metrics: MetricsConfig = MetricsConfig()
+    logger: LoggerConfig = LoggerConfig()
+    batcher: BatcherConfig = BatcherConfig()
     security_context: dict[str, Any] = field(
         default_factory=lambda: copy.deepcopy(DEFAULTS["securityContext"]))
     problems: tuple[str, ...] = field(default=(), compare=False)
@@ -130,6 +157,12 @@ def _merge_section(key: str, raw: str | None, problems: list[str]) -> dict[str, 
         return section
     if key == "metrics":
         _take_metrics(section, given, problems)
+        return section
+    if key == "logger":
+        _take_logger(section, given, problems)
+        return section
+    if key == "batcher":
+        _take_batcher(section, given, problems)
         return section
     if key == "securityContext":
         problem = security_context_problem(given)
@@ -163,6 +196,45 @@ def _take_metrics(section: dict[str, Any], given: dict[str, Any], problems: list
             section[name] = given[name]
         else:
             problems.append(f"data.metrics.{name} must be {what}; using the default {section[name]!r}")
+
+
+def _take_logger(section: dict[str, Any], given: dict[str, Any], problems: list[str]) -> None:
+    checks = {
+        "defaultUrl": (lambda v: isinstance(v, str) and v.startswith(("http://", "https://")) and "@" not in v
+                       and len(v) > len("https://"), "an http:// or https:// URL without credentials"),
+        "caBundle": (lambda v: isinstance(v, str) and (v == "" or _is_dns_subdomain(v)),
+                     "a ConfigMap name or \"\""),
+        "caCertFile": (lambda v: isinstance(v, str) and bool(v) and "/" not in v and v not in (".", ".."),
+                       "a key of that ConfigMap"),
+    }
+    _take_checked(section, given, checks, "logger", problems)
+
+
+def _take_batcher(section: dict[str, Any], given: dict[str, Any], problems: list[str]) -> None:
+    def within(low: int, high: int):
+        return lambda v: isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+
+    checks = {name: (within(low, high), f"an integer from {low} to {high}")
+              for name, (low, high) in BATCHER_BOUNDS.items()}
+    _take_checked(section, given, checks, "batcher", problems)
+
+
+def _take_checked(section: dict[str, Any], given: dict[str, Any], checks: dict[str, Any], key: str,
+                  problems: list[str]) -> None:
+    """Each known field of `given` that passes its check replaces the default; the others are reported."""
+    for name, value in given.items():
+        if name not in checks:
+            problems.append(f"data.{key}.{name} is not a field of {key} ({', '.join(checks)}); ignored")
+            continue
+        valid, what = checks[name]
+        if valid(value):
+            section[name] = value
+        else:
+            problems.append(f"data.{key}.{name} must be {what}; using the default {section[name]!r}")
+
+
+def _is_dns_subdomain(name: str) -> bool:
+    return len(name) <= 253 and re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", name) is not None
 
 
 def security_context_problem(context: dict[str, Any]) -> str | None:
@@ -233,7 +305,7 @@ def parse_config(data: dict[str, str] | None) -> OperatorConfig:
         key: _merge_section(key, data[key], problems) if key in data else copy.deepcopy(DEFAULTS[key])
         for key in _OPTIONAL_SECTIONS
     }
-    metrics = optional["metrics"]
+    metrics, logger, batcher = optional["metrics"], optional["logger"], optional["batcher"]
     if ingress["mode"] not in _INGRESS_MODES:
         default_mode = DEFAULTS["ingress"]["mode"]
         modes = ", ".join(_INGRESS_MODES)
@@ -260,6 +332,10 @@ def parse_config(data: dict[str, str] | None) -> OperatorConfig:
             local_gateway_service=ingress["localGatewayService"],
         ),
         metrics=MetricsConfig(scrape=metrics["scrape"], port=metrics["port"], path=metrics["path"]),
+        logger=LoggerConfig(default_url=logger["defaultUrl"], ca_bundle=logger["caBundle"],
+                            ca_cert_file=logger["caCertFile"]),
+        batcher=BatcherConfig(max_batch_size=batcher["maxBatchSize"], max_latency_ms=batcher["maxLatency"],
+                              timeout_seconds=batcher["timeout"]),
         security_context=optional["securityContext"],
         problems=tuple(problems),
     )

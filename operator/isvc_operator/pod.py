@@ -13,6 +13,10 @@ path, volume name and probe is decided here; the template holds none of them.
   probe gives a slow start (large archives are unpacked before the server binds) as long as Knative's
   default progress deadline, 10 minutes, before liveness may restart the container.
 - Both containers run with the ConfigMap's `securityContext` (config.py): restrictive by default.
+- `batcher` and `logger` become runtime flags (`runtime_args`), their unset fields the ConfigMap's; an
+  https logger sink with the ConfigMap's `logger.caBundle` gets that ConfigMap mounted read-only at
+  /etc/isvc-logger/ca and passed as `--logger-ca-bundle`. The logger's CloudEvents name the isvc and its
+  namespace from ISVC_NAME and ISVC_NAMESPACE (`runtime_env`).
 """
 
 from __future__ import annotations
@@ -20,9 +24,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import MetricsConfig, OperatorConfig
+from .config import LoggerConfig, MetricsConfig, OperatorConfig
 from .credentials import StorageCredentials
-from .spec import InferenceService, PyTorchSpec
+from .spec import BatcherSpec, InferenceService, LoggerSpec, PyTorchSpec
 
 MODEL_DIR = "/mnt/models"
 PVC_MOUNT = "/mnt/pvc"
@@ -31,6 +35,8 @@ PVC_VOLUME = "kfserving-pvc-source"
 STORAGE_INITIALIZER = "storage-initializer"
 RUNTIME_CONTAINER = "kfserving-container"
 RUNTIME_METRICS_PORT = 8082  # the runtime's default (TorchServe's metrics port)
+LOGGER_CA_VOLUME = "isvc-logger-ca"
+LOGGER_CA_MOUNT = "/etc/isvc-logger/ca"
 READINESS_PATH = "/v2/health/ready"
 LIVENESS_PATH = "/v2/health/live"
 LIVENESS = {"periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 3}
@@ -81,6 +87,8 @@ def predictor_pod(
         initializer_mounts.append({"name": PVC_VOLUME, "mountPath": PVC_MOUNT, "readOnly": True})
     volumes += credentials.volumes
     initializer_mounts += credentials.volume_mounts
+    if logger_ca_file(isvc, config.logger) is not None:
+        volumes.append({"name": LOGGER_CA_VOLUME, "configMap": {"name": config.logger.ca_bundle}})
     return PredictorPod(
         storage_initializer=Container(
             name=STORAGE_INITIALIZER,
@@ -108,14 +116,17 @@ def runtime_container(isvc: InferenceService, config: OperatorConfig) -> Contain
     def http_get(path: str, **timing: int) -> dict[str, Any]:
         return {"httpGet": {"path": path, "port": port}, **timing}
 
+    mounts = [{"name": PROVISION_VOLUME, "mountPath": MODEL_DIR, "readOnly": True}]
+    if logger_ca_file(isvc, config.logger) is not None:
+        mounts.append({"name": LOGGER_CA_VOLUME, "mountPath": LOGGER_CA_MOUNT, "readOnly": True})
     return Container(
         name=RUNTIME_CONTAINER,
         image=predictor_image(pytorch, config),
-        args=runtime_args(isvc),
+        args=runtime_args(isvc, config),
         resources=pytorch.resources.manifest(),
-        volume_mounts=[{"name": PROVISION_VOLUME, "mountPath": MODEL_DIR, "readOnly": True}],
+        volume_mounts=mounts,
         security_context=config.security_context,
-        env=runtime_env(pytorch, config.metrics),
+        env=runtime_env(isvc, config.metrics),
         ports=[pytorch.port.manifest()],
         readiness_probe=http_get(READINESS_PATH),
         liveness_probe=http_get(LIVENESS_PATH, **LIVENESS),
@@ -136,26 +147,63 @@ def predictor_image(pytorch: PyTorchSpec, config: OperatorConfig) -> str:
     return f"{config.pytorch.image}:{tag}"
 
 
-def runtime_args(isvc: InferenceService) -> list[str]:
+def runtime_args(isvc: InferenceService, config: OperatorConfig) -> list[str]:
     """The runtime's command line: the provisioned model store, the isvc's name as the model's, the
-    HTTP port, then the user's args."""
-    pytorch = isvc.predictor.pytorch
-    return [
+    HTTP port, the batcher's and the logger's flags, then the user's args (a repeated flag: the last wins)."""
+    predictor = isvc.predictor
+    pytorch = predictor.pytorch
+    args = [
         "--model-store", MODEL_DIR,
         "--model-name", isvc.metadata.name,
         "--http-port", str(pytorch.port.container_port),
-        *pytorch.args,
+    ]
+    if predictor.batcher is not None:
+        args += batcher_args(predictor.batcher.with_defaults(config.batcher))
+    if predictor.logger is not None:
+        logger = predictor.logger.with_defaults(config.logger)
+        args += logger_args(logger, logger_ca_file(isvc, config.logger))
+    return [*args, *pytorch.args]
+
+
+def batcher_args(batcher: BatcherSpec) -> list[str]:
+    """KFServing's batcher as the runtime's flags: maxBatchSize and maxLatency (ms) replace
+    config.properties' batchSize and maxBatchDelay for every model; timeout (s) bounds each request's wait."""
+    return [
+        "--batch-size", str(batcher.max_batch_size),
+        "--max-batch-delay", str(batcher.max_latency_ms),
+        "--response-timeout", str(batcher.timeout_seconds),
     ]
 
 
-def runtime_env(pytorch: PyTorchSpec, metrics: MetricsConfig) -> list[dict[str, Any]]:
-    """PROTOCOL_VERSION and, for a metrics port other than the runtime's default, TS_METRICS_ADDRESS;
-    then the user's env, whose names win. (The runtime's ``isvc`` and ``revision`` metrics labels come
-    from K_SERVICE, ``{isvc}-predictor-default``, and K_REVISION, which Knative sets in every pod.)"""
+def logger_args(logger: LoggerSpec, ca_file: str | None) -> list[str]:
+    args = ["--logger-url", str(logger.url), "--logger-mode", logger.mode]
+    return [*args, "--logger-ca-bundle", ca_file] if ca_file is not None else args
+
+
+def logger_ca_file(isvc: InferenceService, config: LoggerConfig) -> str | None:
+    """Where the runtime reads the CA certificates of an https sink: the ConfigMap's caBundle mounted, or
+    None (the system's CAs; an http sink; no logger)."""
+    logger = isvc.predictor.logger
+    if logger is None or not config.ca_bundle:
+        return None
+    if not str(logger.with_defaults(config).url).startswith("https://"):
+        return None
+    return f"{LOGGER_CA_MOUNT}/{config.ca_cert_file}"
+
+
+def runtime_env(isvc: InferenceService, metrics: MetricsConfig) -> list[dict[str, Any]]:
+    """PROTOCOL_VERSION; for a metrics port other than the runtime's default, TS_METRICS_ADDRESS; with a
+    logger, ISVC_NAME and ISVC_NAMESPACE (its events' inferenceservicename and namespace); then the user's
+    env, whose names win. (The runtime's ``isvc`` and ``revision`` metrics labels come from ISVC_NAME, else
+    K_SERVICE, ``{isvc}-predictor-default``, and K_REVISION, which Knative sets in every pod.)"""
+    pytorch = isvc.predictor.pytorch
     given = {item.name for item in pytorch.env}
     env = [{"name": "PROTOCOL_VERSION", "value": pytorch.protocol_version}]
     if metrics.port != RUNTIME_METRICS_PORT:
         env.append({"name": "TS_METRICS_ADDRESS", "value": f"http://0.0.0.0:{metrics.port}"})
+    if isvc.predictor.logger is not None:
+        env.append({"name": "ISVC_NAME", "value": isvc.metadata.name})
+        env.append({"name": "ISVC_NAMESPACE", "value": isvc.metadata.namespace})
     return [item for item in env if item["name"] not in given] + [item.manifest() for item in pytorch.env]
 
 

@@ -21,6 +21,10 @@ through `| tojson`. Field by field, isvc → ksvc (`template.` is the revision t
     pytorch.ports                    → containers[0].ports, --http-port, probes    pod.runtime_container
     pytorch.protocolVersion, env     → containers[0].env                           pod.runtime_env
     pytorch.args                     → containers[0].args, after the runtime's     pod.runtime_args
+    predictor.batcher                → containers[0].args --batch-size,            pod.batcher_args
+                                       --max-batch-delay, --response-timeout
+    predictor.logger                 → containers[0].args --logger-url,            pod.logger_args
+                                       --logger-mode (--logger-ca-bundle + a volume), env ISVC_NAME/NAMESPACE
 
 Templates are package data (`isvc_operator.templates`, the repository's templates/); a cluster admin's
 directory in ISVC_TEMPLATES_DIR is searched first, file by file.

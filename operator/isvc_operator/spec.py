@@ -7,9 +7,9 @@ with a `RenderError` naming the field, what would make a broken pod, since a sto
 rule. Kubernetes objects the CRD passes through untouched (tolerations, affinity, an env var's valueFrom)
 stay plain mappings.
 
-`batcher` and `logger` are accepted by the CRD and not parsed yet: each becomes a field of
-`PredictorSpec` once the runtime is given its settings (pod.runtime_args is where they would turn into
-arguments).
+`batcher` and `logger` (KFServing's) take the fields they leave unset from the operator's ConfigMap
+(`BatcherSpec.with_defaults`, `LoggerSpec.with_defaults`); pod.runtime_args turns them into the runtime's
+arguments.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .config import BatcherConfig, LoggerConfig
 from .errors import RenderError
 from .quantity import parse_quantity
 
@@ -27,6 +28,9 @@ DEFAULT_MIN_REPLICAS = 1
 DEFAULT_RESOURCES = {"cpu": "1", "memory": "2Gi"}
 GPU_RESOURCE = "nvidia.com/gpu"
 PVC_SCHEME = "pvc://"
+
+LOGGER_MODES = ("all", "request", "response")
+DEFAULT_LOGGER_MODE = "all"
 
 _PYTORCH = "spec.predictor.pytorch"
 
@@ -98,6 +102,33 @@ class PyTorchSpec:
 
 
 @dataclass(frozen=True)
+class BatcherSpec:
+    """KFServing's batcher; None: take the ConfigMap's value (`with_defaults`)."""
+
+    max_batch_size: int | None = None
+    max_latency_ms: int | None = None  # [maxLatency]
+    timeout_seconds: int | None = None  # [timeout]
+
+    def with_defaults(self, config: BatcherConfig) -> BatcherSpec:
+        return BatcherSpec(
+            max_batch_size=_first(self.max_batch_size, config.max_batch_size),
+            max_latency_ms=_first(self.max_latency_ms, config.max_latency_ms),
+            timeout_seconds=_first(self.timeout_seconds, config.timeout_seconds),
+        )
+
+
+@dataclass(frozen=True)
+class LoggerSpec:
+    """KFServing's payload logger; url None: the ConfigMap's default sink (`with_defaults`)."""
+
+    url: str | None = None
+    mode: str = DEFAULT_LOGGER_MODE
+
+    def with_defaults(self, config: LoggerConfig) -> LoggerSpec:
+        return LoggerSpec(url=self.url or config.default_url, mode=self.mode)
+
+
+@dataclass(frozen=True)
 class PredictorSpec:
     pytorch: PyTorchSpec
     min_replicas: int = DEFAULT_MIN_REPLICAS
@@ -109,6 +140,8 @@ class PredictorSpec:
     node_selector: dict[str, str] = field(default_factory=dict)
     tolerations: tuple[dict[str, Any], ...] = ()
     affinity: dict[str, Any] | None = None
+    batcher: BatcherSpec | None = None
+    logger: LoggerSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -145,8 +178,40 @@ def parse_inference_service(isvc: dict[str, Any]) -> InferenceService:
             node_selector=dict(predictor.get("nodeSelector") or {}),
             tolerations=tuple(predictor.get("tolerations") or ()),
             affinity=predictor.get("affinity") or None,
+            batcher=parse_batcher(predictor.get("batcher")),
+            logger=parse_logger(predictor.get("logger")),
         ),
     )
+
+
+def parse_batcher(batcher: Any) -> BatcherSpec | None:
+    """`batcher` as given (None when absent); `{}` turns batching on with the ConfigMap's values."""
+    if batcher is None:
+        return None
+    if not isinstance(batcher, dict):
+        raise RenderError("spec.predictor.batcher must be an object")
+    values = {}
+    for name, attribute in (("maxBatchSize", "max_batch_size"), ("maxLatency", "max_latency_ms"),
+                            ("timeout", "timeout_seconds")):
+        value = batcher.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise RenderError(f"spec.predictor.batcher.{name} must be a positive integer, not {value!r}")
+        values[attribute] = value
+    return BatcherSpec(**values)
+
+
+def parse_logger(logger: Any) -> LoggerSpec | None:
+    """`logger` as given (None when absent); mode defaults to all, as KFServing's."""
+    if logger is None:
+        return None
+    if not isinstance(logger, dict):
+        raise RenderError("spec.predictor.logger must be an object")
+    url, mode = logger.get("url"), logger.get("mode") or DEFAULT_LOGGER_MODE
+    if url is not None and not (isinstance(url, str) and url.startswith(("http://", "https://"))):
+        raise RenderError(f"spec.predictor.logger.url must be an http:// or https:// URL, not {url!r}")
+    if mode not in LOGGER_MODES:
+        raise RenderError(f"spec.predictor.logger.mode: {mode!r} is not one of {', '.join(LOGGER_MODES)}")
+    return LoggerSpec(url=url or None, mode=mode)
 
 
 def parse_pytorch(pytorch: Any) -> PyTorchSpec:
@@ -216,6 +281,10 @@ def _less(a: Any, b: Any) -> bool:
 def _set_fields(**fields: Any) -> dict[str, Any]:
     """A Kubernetes object with the fields that are set (an unset field is absent, never null)."""
     return {name: value for name, value in fields.items() if value is not None}
+
+
+def _first(value: int | None, default: int) -> int:
+    return default if value is None else value
 
 
 def _optional_int(value: Any) -> int | None:

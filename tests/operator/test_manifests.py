@@ -90,3 +90,38 @@ def test_operator_deployment_is_non_root_read_only_with_kopf_liveness_probe() ->
     env = {item["name"]: item.get("value") for item in main["env"]}
     assert env["ISVC_LIVENESS_ENDPOINT"].endswith(":8080/healthz")
     assert pod["serviceAccountName"] == "torch-isvc-operator"
+
+
+def _preserved(schema: Any, path: str = "") -> list[str]:
+    """Paths of the schema's objects that keep unknown fields (items as `[]`)."""
+    if not isinstance(schema, dict):
+        return []
+    found = [path] if schema.get("x-kubernetes-preserve-unknown-fields") else []
+    for key, value in schema.get("properties", {}).items():
+        found += _preserved(value, f"{path}.{key}".lstrip("."))
+    return found + _preserved(schema.get("items"), f"{path}[]")
+
+
+def test_the_spec_keeps_unknown_fields_only_where_refused_or_kubernetes_validates_them() -> None:
+    [version] = crd()["spec"]["versions"]
+    spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    refused = [f"predictor.{name}" for name in
+               ("tensorflow", "sklearn", "xgboost", "onnx", "triton", "pmml", "lightgbm")]
+    affinity = [f"predictor.affinity.{part}" for part in ("nodeAffinity", "podAffinity", "podAntiAffinity")]
+    assert sorted(_preserved(spec)) == sorted(refused + affinity)
+    predictor = spec["properties"]["predictor"]
+    rules = " ".join(rule["rule"] for rule in predictor["x-kubernetes-validations"])
+    assert all(f"has(self.{name.split('.')[1]})" in rules for name in refused)
+
+
+def test_logger_and_batcher_are_kfservings_fields_bounded_as_the_configmaps_defaults() -> None:
+    from isvc_operator.config import BATCHER_BOUNDS
+
+    [version] = crd()["spec"]["versions"]
+    predictor = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["predictor"]
+    batcher, logger = predictor["properties"]["batcher"], predictor["properties"]["logger"]
+    bounds = {name: (field["minimum"], field["maximum"]) for name, field in batcher["properties"].items()}
+    assert bounds == BATCHER_BOUNDS == {
+        "maxBatchSize": (1, 1024), "maxLatency": (1, 60000), "timeout": (1, 3600)}
+    assert set(logger["properties"]) == {"url", "mode"}
+    assert logger["properties"]["mode"]["enum"] == ["all", "request", "response"]

@@ -1,0 +1,79 @@
+"""What an event is on the wire (CloudEvents 1.0, HTTP binary mode): pure functions, no I/O.
+
+The body is the request or answer exactly as received or sent, with its own content type; every
+attribute is a ``ce-`` header. Nothing of the inference request's headers is carried over (no
+Authorization, no cookies): an event's head is built from the settings and the request id only.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from urllib.parse import SplitResult, quote, urlsplit
+
+from .settings import Identity
+
+REQUEST = "org.kubeflow.serving.inference.request"
+RESPONSE = "org.kubeflow.serving.inference.response"
+SPEC_VERSION = "1.0"
+REQUEST_ID_HEADER = "x-request-id"
+_MAX_REQUEST_ID = 128
+# CloudEvents HTTP binding 1.0, 3.1.3.2: printable ASCII but space, '"' and '%' stands as is in a ce-
+# header value; anything else (control characters included) is percent-encoded UTF-8.
+_CE_SAFE = "".join(c for c in map(chr, range(0x21, 0x7F)) if c not in ' "%')
+
+
+def wants(mode: str, event_type: str) -> bool:
+    """Whether a logger in ``mode`` (all, request, response) sends events of ``event_type``."""
+    return mode == "all" or (event_type == REQUEST) == (mode == "request")
+
+
+def request_id(headers: Mapping[str, str]) -> str:
+    """The client's ``x-request-id`` when it is a plain token, else a fresh UUID: the id of both events
+    (``ce-id``) and of the answer's ``x-request-id`` header."""
+    given = headers.get(REQUEST_ID_HEADER, "")
+    if 0 < len(given) <= _MAX_REQUEST_ID and given.isascii() and given.isprintable() and " " not in given:
+        return given
+    return str(uuid.uuid4())
+
+
+def target(url: str) -> tuple[SplitResult, str]:
+    """The sink's parsed URL and the request target (path and query) to POST to."""
+    parts = urlsplit(url)
+    path = parts.path or "/"
+    return parts, f"{path}?{parts.query}" if parts.query else path
+
+
+def event_head(
+    url: str, event_type: str, event_id: str, identity: Identity, content_type: str, length: int,
+    time: datetime | None = None,
+) -> bytes:
+    """The HTTP/1.1 request head that POSTs one event of ``length`` body bytes to ``url``."""
+    parts, path = target(url)
+    host = parts.netloc
+    when = (time or datetime.now(UTC)).isoformat().replace("+00:00", "Z")
+    attributes = {
+        "ce-specversion": SPEC_VERSION,
+        "ce-id": event_id,
+        "ce-type": event_type,
+        "ce-source": identity.source,
+        "ce-time": when,
+        "ce-inferenceservicename": identity.inference_service,
+        "ce-namespace": identity.namespace,
+        "ce-component": identity.component,
+        "ce-endpoint": identity.endpoint,
+    }
+    lines = [
+        f"POST {path} HTTP/1.1",
+        f"host: {host}",
+        f"content-type: {_plain(content_type) or 'application/octet-stream'}",
+        f"content-length: {length}",
+        *(f"{name}: {quote(value, safe=_CE_SAFE)}" for name, value in attributes.items()),
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
+
+
+def _plain(value: str) -> str:
+    """A header value that cannot end the header or start another one: printable ASCII only."""
+    return "".join(ch for ch in value if ch.isascii() and ch.isprintable())
