@@ -23,7 +23,6 @@ from .config import RuntimeConfig
 from .cpus import available_cpus
 from .dataplane import DataPlane
 from .errors import ConfigError
-from .explain.endpoints import ExplainEndpoints
 from .memory import tune_allocator
 from .model_store import discover
 from .registry import ModelRegistry, Prepared, load_prepared, prepare_models
@@ -184,6 +183,10 @@ def serving_app(
 ) -> Starlette:
     """The inference port's application: every protocol's endpoints over one data plane, plus
     ``GET /metrics``."""
+    # The explanation endpoints import torch: here, once the loader thread is already importing it
+    # (start_loading), not when this module is imported (before the allocator is tuned).
+    from .explain.endpoints import ExplainEndpoints
+
     endpoints = Endpoints(DataPlane(registry), config.max_request_size)
     explain = ExplainEndpoints(endpoints)
     table = routes(
