@@ -114,7 +114,7 @@ def test_the_runtime_extra_alone_imports_every_runtime_module_and_reads_model_co
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
     )
     assert done.returncode == 0, (
         f"pip install ./[runtime] failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
