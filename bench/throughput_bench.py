@@ -104,6 +104,11 @@ def measure(args: argparse.Namespace, work: Path, wrk: str) -> list[paired.Round
         ),
         "torchserve": paired.Side(ts_server, "/predictions/mnist", bodies["v1"], ok),
     }
+    return run_rounds(sides, wrk, args)
+
+
+def run_rounds(sides: dict[str, paired.Side], wrk: str, args: argparse.Namespace) -> list[paired.Round]:
+    """The paired rounds at ``args.concurrency`` (also bench/http_layer_bench.py's)."""
     measured = paired.run(
         sides,
         wrk,

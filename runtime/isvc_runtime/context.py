@@ -6,10 +6,11 @@ concurrent batches never see each other's headers.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from .handler_metrics import HandlerMetrics
 
 
 class RequestProcessor:
@@ -50,121 +51,6 @@ class RequestProcessor:
 
     def get_response_header(self, key: str) -> str | None:
         return self._response_headers.get(key)
-
-
-class HandlerMetric:
-    """A metric a handler created through ``context.metrics``; keeps its latest value and a count."""
-
-    __slots__ = ("count", "dimension_names", "metric_type", "name", "total", "unit", "value")
-
-    def __init__(self, name: str, unit: str, dimension_names: Sequence[str] = (), metric_type: Any = None):
-        self.name = name
-        self.unit = unit
-        self.dimension_names = list(dimension_names)
-        self.metric_type = metric_type
-        self.value: float = 0.0
-        self.total: float = 0.0
-        self.count = 0
-
-    def add_or_update(self, value: float, dimension_values: Sequence[str] = (), request_id: str = "") -> None:
-        self.value = float(value)
-        self.total += float(value)
-        self.count += 1
-
-    def update(self, value: float) -> None:  # older TorchServe metric API
-        self.add_or_update(value)
-
-
-class HandlerMetrics:
-    """What ``context.metrics`` offers TorchServe handlers (add_time, add_counter, ...).
-
-    Values are kept in memory (:meth:`snapshot`) for the metrics exporter; handlers never fail on them.
-    """
-
-    def __init__(self, model_name: str) -> None:
-        self.model_name = model_name
-        self._metrics: dict[tuple[str, str], HandlerMetric] = {}
-        self._lock = threading.Lock()
-        self.request_ids: Any = None
-
-    def set_request_ids(self, request_ids: Any) -> None:
-        self.request_ids = request_ids
-
-    def _metric(
-        self, name: str, unit: str, dimensions: Sequence[Any] = (), metric_type: Any = None
-    ) -> HandlerMetric:
-        key = (name, str(metric_type))
-        with self._lock:
-            metric = self._metrics.get(key)
-            if metric is None:
-                names = [getattr(d, "name", str(d)) for d in dimensions]
-                metric = self._metrics[key] = HandlerMetric(name, unit, names, metric_type)
-        return metric
-
-    def add_metric(
-        self,
-        name: str,
-        value: float,
-        unit: str = "",
-        idx: Any = None,
-        dimensions: Sequence[Any] = (),
-        metric_type: Any = None,
-    ) -> None:
-        self._metric(name, unit, dimensions, metric_type).add_or_update(value)
-
-    def add_counter(self, name: str, value: float, idx: Any = None, dimensions: Sequence[Any] = ()) -> None:
-        self._metric(name, "count", dimensions, "counter").add_or_update(value)
-
-    def add_time(
-        self,
-        name: str,
-        value: float,
-        idx: Any = None,
-        unit: str = "ms",
-        dimensions: Sequence[Any] = (),
-        metric_type: Any = None,
-    ) -> None:
-        self._metric(name, unit, dimensions, metric_type).add_or_update(value)
-
-    def add_size(
-        self,
-        name: str,
-        value: float,
-        idx: Any = None,
-        unit: str = "MB",
-        dimensions: Sequence[Any] = (),
-        metric_type: Any = None,
-    ) -> None:
-        self._metric(name, unit, dimensions, metric_type).add_or_update(value)
-
-    def add_percent(
-        self,
-        name: str,
-        value: float,
-        idx: Any = None,
-        dimensions: Sequence[Any] = (),
-        metric_type: Any = None,
-    ) -> None:
-        self._metric(name, "percent", dimensions, metric_type).add_or_update(value)
-
-    def add_error(self, name: str, value: float, dimensions: Sequence[Any] = ()) -> None:
-        self._metric(name, "", dimensions, "counter").add_or_update(value)
-
-    def get_metric(self, metric_name: str, metric_type: Any = None) -> HandlerMetric:
-        metric = self._metrics.get((metric_name, str(metric_type)))
-        if metric is None:
-            raise KeyError(metric_name)
-        return metric
-
-    def add_metric_to_cache(
-        self, metric_name: str, unit: str, dimension_names: Sequence[str] = (), metric_type: Any = None
-    ) -> HandlerMetric:
-        return self._metric(metric_name, unit, dimension_names, metric_type)
-
-    def snapshot(self) -> dict[str, tuple[str, float, float, int]]:
-        """name → (unit, latest value, total, count)."""
-        with self._lock:
-            return {m.name: (m.unit, m.value, m.total, m.count) for m in self._metrics.values()}
 
 
 class Context:

@@ -12,9 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from .archive import ArchiveError, read_manifest, unpack
-from .context import Context, HandlerMetrics
+from .context import Context
+from .handler_metrics import HandlerMetrics
 from .handlers import BUILTIN_HANDLERS
+from .inference import TensorMetadata, tensor_metadata
 
 log = logging.getLogger("isvc_runtime.loader")
 
@@ -31,16 +35,31 @@ class LoadedModel:
     entry_point: EntryPoint  # handle(data, context)
     context: Context
     model_yaml_config: dict[str, Any]
+    inputs: list[TensorMetadata] | None = None  # None: unknown
+    outputs: list[TensorMetadata] | None = None
+
+
+def declared_tensors(
+    handler: Any, model_yaml_config: dict[str, Any], kind: str
+) -> list[TensorMetadata] | None:
+    """A model's ``kind`` (``inputs`` or ``outputs``) as declared by its handler (``input_metadata``,
+    ``output_metadata``), else by its archive's model-config.yaml (``metadata: {inputs: [...]}``),
+    else None: unknown. Never learnt from traffic: what one client sent says nothing about the model."""
+    declared = getattr(handler, f"{kind[:-1]}_metadata", None)
+    if declared is None:
+        section = model_yaml_config.get("metadata")
+        declared = section.get(kind) if isinstance(section, dict) else None
+    if declared is None:
+        return None
+    tensors = tensor_metadata(declared)
+    if tensors is None:
+        log.warning("model metadata: malformed %s %r; they are reported as unknown", kind, declared)
+    return tensors
 
 
 def read_model_yaml(model_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     config_file = manifest["model"].get("configFile")
     if not config_file:
-        return {}
-    try:
-        import yaml
-    except ImportError:  # pyyaml is optional for the runtime; settings then come from config.properties
-        log.warning("%s: configFile %s ignored (pyyaml is not installed)", model_dir.name, config_file)
         return {}
     try:
         loaded = yaml.safe_load((model_dir / config_file).read_text(encoding="utf-8"))
@@ -169,4 +188,6 @@ def load(
         entry_point=entry_point,
         context=context,
         model_yaml_config=model_yaml_config,
+        inputs=declared_tensors(handler, model_yaml_config, "inputs"),
+        outputs=declared_tensors(handler, model_yaml_config, "outputs"),
     )

@@ -15,6 +15,9 @@ Two families of series:
   ``model_version``, ``hostname``; and ``Requests2XX``/``Requests4XX``/``Requests5XX`` labelled
   ``Level``, ``Hostname``. As TorchServe does, a request that names no version counts under
   ``model_version="default"`` (this runtime counts every inference request there).
+- What handlers record through ``context.metrics`` (TorchServe's custom-metrics API,
+  :mod:`isvc_runtime.handler_metrics`), as TorchServe's prometheus mode exports it: the metric's own
+  name, its dimensions (``ModelName``, ``Level`` and the handler's) plus ``Hostname`` as labels.
 
 The runtime is one process (handlers run on threads). Should it ever run several, set
 ``PROMETHEUS_MULTIPROC_DIR`` to an empty directory before start: prometheus_client then keeps the
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import threading
 from collections import defaultdict
@@ -52,10 +56,12 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.utils import floatToGoString
+from starlette.requests import Request
+from starlette.responses import Response
 
+from .handler_metrics import HISTOGRAM, HISTOGRAM_BUCKETS, HandlerMetric, HistogramValue
 from .observe import Observer, set_observer
 from .registry import ModelRegistry
-from .rest.app import Request, Response
 
 log = logging.getLogger("isvc_runtime.metrics")
 
@@ -72,6 +78,8 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 EXPLAIN_ENDPOINTS = frozenset({"v1_explain", "v2_explain"})
 INFERENCE_ENDPOINTS = frozenset({"v1_predict", "v2_infer", "predictions"}) | EXPLAIN_ENDPOINTS
 IDENTITY = ("isvc", "revision")
+# The families of the runtime's own registry (ours, prometheus_client's process and platform collectors).
+RESERVED_PREFIXES = ("isvc_", "process_", "python_")
 
 
 def protocol_of(endpoint: str) -> str:
@@ -115,9 +123,49 @@ def metrics_address(port: int | None, host: str, env: dict[str, str] | os._Envir
     return host, DEFAULT_METRICS_PORT
 
 
-def _counter(name: str, unit: str) -> Metric:
-    # TorchServe's exposition: TYPE counter, the sample named as the family (no ``_total`` added).
-    return Metric(name, f"Torchserve prometheus counter metric with unit: {unit}", "counter")
+def _torchserve_family(name: str, unit: str, kind: str = "counter") -> Metric:
+    # TorchServe's exposition: a counter's sample is named as its family (no ``_total`` added).
+    return Metric(name, f"Torchserve prometheus {kind} metric with unit: {unit}", kind)
+
+
+_INVALID_NAME = re.compile(r"[^a-zA-Z0-9_:]")
+_INVALID_LABEL = re.compile(r"[^a-zA-Z0-9_]")
+
+
+def _prometheus_name(name: str, invalid: re.Pattern[str]) -> str:
+    name = invalid.sub("_", name)
+    return f"_{name}" if not name or name[0].isdigit() else name
+
+
+def handler_families(metrics: Iterable[HandlerMetric], hostname: str, taken: set[str]) -> list[Metric]:
+    """The metrics handlers recorded through ``context.metrics`` (:mod:`.handler_metrics`), as TorchServe's
+    prometheus mode shows them: the metric's name, its dimensions as labels plus ``Hostname``. Names are
+    made valid Prometheus names; a name already ``taken`` (the runtime's own series), or taken by a metric
+    of another type, is skipped rather than breaking the exposition. Pure: metrics in, families out."""
+    families: dict[str, Metric] = {}
+    for metric in metrics:
+        name = _prometheus_name(metric.name, _INVALID_NAME)
+        family = families.get(name)
+        clash = family is not None and family.type != metric.kind
+        if clash or name in taken or name.startswith(RESERVED_PREFIXES):
+            log.debug("handler metric %s skipped: its name is taken", metric.name)
+            continue
+        if family is None:
+            family = families[name] = _torchserve_family(name, metric.unit, metric.kind)
+        label_names = [_prometheus_name(n, _INVALID_LABEL) for n in metric.dimension_names]
+        for key, value in metric.snapshot().items():
+            labels = {**dict(zip(label_names, key, strict=True)), "Hostname": hostname}
+            if metric.kind != HISTOGRAM:
+                family.add_sample(name, labels, float(value))  # type: ignore[arg-type]
+                continue
+            assert isinstance(value, HistogramValue)
+            cumulative = 0
+            for bound, count in zip((*HISTOGRAM_BUCKETS, float("inf")), value.buckets, strict=True):
+                cumulative += count
+                family.add_sample(f"{name}_bucket", {**labels, "le": floatToGoString(bound)}, cumulative)
+            family.add_sample(f"{name}_count", labels, value.count)
+            family.add_sample(f"{name}_sum", labels, value.total)
+    return list(families.values())
 
 
 def torchserve_families(families: Iterable[Metric], hostname: str) -> list[Metric]:
@@ -147,7 +195,7 @@ def torchserve_families(families: Iterable[Metric], hostname: str) -> list[Metri
         ("ts_inference_latency_microseconds", "Microseconds", latency),
         ("ts_queue_latency_microseconds", "Microseconds", queue),
     ):
-        family = _counter(name, unit)
+        family = _torchserve_family(name, unit)
         for model, value in sorted(values.items()):
             family.add_sample(
                 name, {"model_name": model, "model_version": "default", "hostname": hostname}, value
@@ -155,7 +203,7 @@ def torchserve_families(families: Iterable[Metric], hostname: str) -> list[Metri
         out.append(family)
     for digit, value in classes.items():
         name = f"Requests{digit}XX"
-        family = _counter(name, "Count")
+        family = _torchserve_family(name, "Count")
         family.add_sample(name, {"Level": "Host", "Hostname": hostname}, value)
         out.append(family)
     return out
@@ -214,6 +262,7 @@ class RuntimeMetrics(Observer):
         self.identity = (isvc, revision)
         self.hostname = hostname or socket.gethostname()
         # Path names (aliases included) → served name; anything else is labelled "" (bounded labels).
+        self.runners = registry.runners
         self.model_labels: dict[str | None, str] = {
             name: registry.get(name).name for name in registry.names()
         }
@@ -352,22 +401,26 @@ class RuntimeMetrics(Observer):
     # --- exposition ---
 
     def exposition(self) -> bytes:
-        """The runtime's series, then TorchServe's, derived from them now."""
+        """The runtime's series, then TorchServe's, derived from them now, then what the handlers
+        recorded through ``context.metrics``."""
         torchserve = torchserve_families(self._torchserve_source(), self.hostname)
-        return generate_latest(self.registry) + torchserve_exposition(torchserve)
+        recorded = [
+            metric
+            for runner in self.runners
+            if runner.model is not None
+            for metric in runner.model.context.metrics.metrics()
+        ]
+        custom = handler_families(recorded, self.hostname, {f.name for f in torchserve})
+        return generate_latest(self.registry) + torchserve_exposition([*torchserve, *custom])
 
     async def endpoint(self, request: Request) -> Response:
-        return Response(200, self.exposition(), CONTENT_TYPE)
-
-
-_installed: RuntimeMetrics | None = None
+        return Response(self.exposition(), media_type=CONTENT_TYPE)
 
 
 def install(registry: ModelRegistry, *, host: str, port: int | None) -> RuntimeMetrics:
     """Observe this process's models and serve the metrics on their own port (see
     :func:`metrics_address`; port 0 serves them on the inference port only). A port already taken
     is logged, not fatal: the inference port still serves ``/metrics``."""
-    global _installed
     disable_created_metrics()  # the *_created series double the series count and no query uses them
     isvc, revision = identity_from_env(os.environ)
     metrics = RuntimeMetrics(
@@ -377,7 +430,6 @@ def install(registry: ModelRegistry, *, host: str, port: int | None) -> RuntimeM
         multiprocess_dir=os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None,
     )
     set_observer(metrics)
-    _installed = metrics
     bind_host, bind_port = metrics_address(port, host, os.environ)
     if bind_port:
         try:
@@ -392,8 +444,3 @@ def install(registry: ModelRegistry, *, host: str, port: int | None) -> RuntimeM
         else:
             log.info("metrics on http://%s:%d/metrics", bind_host, bind_port)
     return metrics
-
-
-def routes() -> dict[str, Callable[[Request], Any]]:
-    """``GET /metrics`` for the inference port's router, once :func:`install` ran."""
-    return {} if _installed is None else {"/metrics": _installed.endpoint}

@@ -50,9 +50,6 @@ class ModelRunner:
         self.error: str | None = None
         self.model: LoadedModel | None = None
         self.platform = "pytorch"
-        # What the last successful v2 request looked like, for the metadata endpoint.
-        self.observed_inputs: list[dict[str, Any]] = []
-        self.observed_outputs: list[dict[str, Any]] = []
         self._executor = ThreadPoolExecutor(settings.workers, thread_name_prefix=f"model-{name}")
         # Awaited by stop(), before the executor goes: other batchers of this model (explanations).
         self.stop_hooks: list[Callable[[], Awaitable[None]]] = []

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import importlib
-import importlib.util
 import logging
 import os
 import shutil
@@ -18,14 +16,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
+from starlette.applications import Starlette
+
+from . import metrics
 from .config import RuntimeConfig
 from .cpus import available_cpus
+from .dataplane import DataPlane
 from .errors import ConfigError
 from .memory import tune_allocator
 from .model_store import discover
 from .registry import ModelRegistry, Prepared, load_prepared, prepare_models
-from .rest.app import Endpoint, RuntimeApp
-from .rest.endpoints import V1Action, make_router, v1_predict
+from .rest.app import build_app
+from .rest.endpoints import Endpoints, routes
 
 log = logging.getLogger("isvc_runtime")
 
@@ -78,7 +80,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--metrics-port",
         type=int,
         default=None,
-        help="Prometheus metrics port, when isvc_runtime.metrics is installed (its default when omitted)",
+        help="Prometheus metrics port (default: TS_METRICS_ADDRESS port, else 8082; 0: inference port only)",
     )
     parser.add_argument(
         "--work-dir", type=Path, default=None, help="where archives are unpacked (default: a temp dir)"
@@ -111,42 +113,6 @@ def configure_torch(threads: int) -> None:
     torch.set_num_threads(threads)
     with contextlib.suppress(RuntimeError):  # already set when parallel work ran before
         torch.set_num_interop_threads(1)
-
-
-def v1_actions() -> dict[str, V1Action]:
-    """``predict``, plus ``explain`` when :mod:`isvc_runtime.explain` provides ``v1_explain``."""
-    actions: dict[str, V1Action] = {"predict": v1_predict}
-    if importlib.util.find_spec("isvc_runtime.explain") is not None:
-        explain = importlib.import_module("isvc_runtime.explain")
-        if hasattr(explain, "v1_explain"):
-            actions["explain"] = explain.v1_explain
-    return actions
-
-
-def v2_actions() -> dict[str, Endpoint]:
-    """``POST /v2/models/{m}/explain`` when :mod:`isvc_runtime.explain` provides ``v2_explain``."""
-    actions: dict[str, Endpoint] = {}
-    if importlib.util.find_spec("isvc_runtime.explain") is not None:
-        explain = importlib.import_module("isvc_runtime.explain")
-        if hasattr(explain, "v2_explain"):
-            actions["explain"] = explain.v2_explain
-    return actions
-
-
-def install_metrics(registry: ModelRegistry, *, host: str, port: int | None) -> None:
-    """Call ``isvc_runtime.metrics.install(registry, host=..., port=...)`` when that module exists: it
-    sets an :class:`isvc_runtime.observe.Observer` and serves the metrics."""
-    if importlib.util.find_spec("isvc_runtime.metrics") is None:
-        return
-    metrics = importlib.import_module("isvc_runtime.metrics")
-    if hasattr(metrics, "install"):
-        metrics.install(registry, host=host, port=port)
-
-
-def metrics_routes() -> dict:
-    """``GET /metrics`` on the inference port once :func:`install_metrics` installed the exporter."""
-    module = sys.modules.get("isvc_runtime.metrics")
-    return module.routes() if module is not None and hasattr(module, "routes") else {}
 
 
 # Signs of an NVIDIA driver: its /proc entry on a host or a plain container; sandboxes such as gVisor
@@ -212,16 +178,24 @@ def start_loading(
     return thread
 
 
-def build_app(registry: ModelRegistry, config: RuntimeConfig) -> RuntimeApp:
-    async def on_shutdown() -> None:
-        await registry.stop()
+def serving_app(
+    registry: ModelRegistry, config: RuntimeConfig, exporter: metrics.RuntimeMetrics
+) -> Starlette:
+    """The inference port's application: every protocol's endpoints over one data plane, plus
+    ``GET /metrics``."""
+    # The explanation endpoints import torch: here, once the loader thread is already importing it
+    # (start_loading), not when this module is imported (before the allocator is tuned).
+    from .explain.endpoints import ExplainEndpoints
 
-    return RuntimeApp(
-        registry,
-        make_router(v1_actions(), metrics_routes(), v2_actions=v2_actions()),
-        max_request_size=config.max_request_size,
-        on_shutdown=on_shutdown,
+    endpoints = Endpoints(DataPlane(registry), config.max_request_size)
+    explain = ExplainEndpoints(endpoints)
+    table = routes(
+        endpoints,
+        v1_actions={"explain": explain.v1_explain},
+        v2_actions={"explain": explain.v2_explain},
+        get_routes={"/metrics": exporter.endpoint},
     )
+    return build_app(table, on_shutdown=registry.stop)
 
 
 def main(argv: Sequence[str] | None = None, *, gc_disabled: bool = False) -> int:
@@ -263,12 +237,12 @@ def main(argv: Sequence[str] | None = None, *, gc_disabled: bool = False) -> int
         )
         host = args.host or config.host
         log.info("serving %s on %s:%d (torch threads %d)", ", ".join(registry.names()), host, port, threads)
-        install_metrics(registry, host=host, port=args.metrics_port)
+        exporter = metrics.install(registry, host=host, port=args.metrics_port)
         start_loading(prepared, config, threads, enable_gc=gc_disabled)
         import uvicorn
 
         uvicorn_config = uvicorn.Config(
-            build_app(registry, config),
+            serving_app(registry, config, exporter),
             host=host,
             port=port,
             loop="uvloop",

@@ -81,7 +81,7 @@ def assert_no_torch(python: Path, env: dict[str, str]) -> set[str]:
 def test_storage_initializer_install_has_no_torch_and_its_entrypoint_runs(tmp_path: Path) -> None:
     python, env, _ = install_target("storage-initializer", tmp_path)
     installed = assert_no_torch(python, env)
-    assert {"boto3", "google-cloud-storage", "requests"} <= installed
+    assert {"botocore", "google-cloud-storage", "requests", "urllib3"} <= installed
     entrypoint = exec_form(effective(STAGES, "storage-initializer", "ENTRYPOINT"))
     done = subprocess.run(
         [str(python), *entrypoint[1:], "--help"],

@@ -22,6 +22,14 @@ some_future_key=1
 """
 
 
+# The archive's own model-config.yaml declares its v2 tensors (its handler, base_handler, does not).
+SCRIPT_MODEL_CONFIG = """\
+metadata:
+  inputs: [{name: x, datatype: FP32, shape: [-1, 1, 8, 8]}]
+  outputs: [{name: output-0, datatype: FP32, shape: [-1, 4]}]
+"""
+
+
 SAME_NAMED_HANDLER = """
 def handle(data, context):
     if data is None:
@@ -61,12 +69,14 @@ def server(tmp_path_factory: pytest.TempPathFactory, weights: dict[str, Path]) -
         extra_files=[ASSETS / "index_to_name.json"],
         archive_format="tgz",
     )
+    (root / "script-config.yaml").write_text(SCRIPT_MODEL_CONFIG)
     build_archive(
         store,
         "script",
         handler="base_handler",
         serialized_file=weights["quadrant_script"],
         archive_format="no-archive",
+        config_file=root / "script-config.yaml",
     )
     build_archive(store, "exported", handler="base_handler", serialized_file=weights["quadrant_export"])
     build_archive(
@@ -138,6 +148,27 @@ def test_handler_subclassing_torchserve_ts_package_runs_unmodified(server: Runti
     assert native.status_code == 200 and native.json() == 1
 
 
+def test_what_handlers_record_through_context_metrics_is_on_the_metrics_endpoint(
+    server: RuntimeProcess,
+) -> None:
+    """TorchServe's prometheus mode: the handler's counter and ts's HandlerTime, by ModelName and Level."""
+    instances = [{"data": _b64(quadrant_png(q))} for q in (0, 1, 2)]
+    before = _handler_counter(server)
+    assert (
+        server.client.post("/v1/models/quadrant_ts:predict", json={"instances": instances}).status_code == 200
+    )
+    assert _handler_counter(server) == before + 3
+    text = server.client.get("/metrics").text
+    assert "# TYPE HandlerTime gauge" in text
+    assert 'HandlerTime{ModelName="quadrant_ts",Level="Model",Hostname="' in text
+
+
+def _handler_counter(server: RuntimeProcess) -> float:
+    prefix = 'QuadrantAnswers{ModelName="quadrant_ts",Level="Model",Hostname="'
+    lines = [line for line in server.client.get("/metrics").text.splitlines() if line.startswith(prefix)]
+    return float(lines[0].rsplit(" ", 1)[1]) if lines else 0.0
+
+
 def test_builtin_image_classifier_maps_classes_to_names_from_index_to_name(server: RuntimeProcess) -> None:
     png = quadrant_png(2, mode="RGB", size=64)
     response = server.client.post("/v1/models/labels:predict", json={"instances": [{"data": _b64(png)}]})
@@ -163,15 +194,26 @@ def test_torchscript_and_torch_export_models_take_v2_fp32_tensors(server: Runtim
     assert [row.index(max(row)) for row in scores] == [1, 3]
 
 
-def test_v2_metadata_reports_what_the_model_was_called_with(server: RuntimeProcess) -> None:
-    body = {"inputs": [{"name": "x", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": [0.5] * 64}]}
-    assert server.client.post("/v2/models/script/infer", json=body).status_code == 200
-    metadata = server.client.get("/v2/models/script").json()
-    assert (
-        metadata["name"] == "script" and metadata["versions"] == ["1.0"] and metadata["platform"] == "pytorch"
-    )
-    assert metadata["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 1, 8, 8]}]
-    assert metadata["outputs"][0]["shape"] == [-1, 4]
+def test_v2_metadata_is_what_the_handler_or_the_archive_declares_never_past_traffic(
+    server: RuntimeProcess,
+) -> None:
+    declared = {
+        "script": (  # the archive's model-config.yaml
+            [{"name": "x", "datatype": "FP32", "shape": [-1, 1, 8, 8]}],
+            [{"name": "output-0", "datatype": "FP32", "shape": [-1, 4]}],
+        ),
+        "labels": ([{"name": "input-0", "datatype": "BYTES", "shape": [-1]}], []),  # the handler's
+        "exported": ([], []),  # nothing declared: unknown
+    }
+    body = {"inputs": [{"name": "other", "shape": [1, 1, 8, 8], "datatype": "FP64", "data": [0.5] * 64}]}
+    for model, (inputs, outputs) in declared.items():
+        for _ in range(2):  # before and after an inference with other tensors
+            metadata = server.client.get(f"/v2/models/{model}").json()
+            assert metadata["name"] == model and metadata["versions"] == ["1.0"]
+            assert metadata["platform"] == "pytorch" and metadata["ready"] is True
+            assert (metadata["inputs"], metadata["outputs"]) == (inputs, outputs), model
+            if model != "labels":
+                assert server.client.post(f"/v2/models/{model}/infer", json=body).status_code == 200
 
 
 def test_module_level_handle_function_serves_bytes_inputs(server: RuntimeProcess) -> None:

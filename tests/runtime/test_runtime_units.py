@@ -19,6 +19,7 @@ from isvc_runtime.config import (
     parse_properties,
 )
 from isvc_runtime.errors import ConfigError, InputError
+from isvc_runtime.inference import answers_to_outputs, tensor_metadata, to_rows
 from isvc_runtime.model_store import discover, select_sources
 from isvc_runtime.registry import unique_names
 
@@ -125,22 +126,29 @@ def test_v1_wraps_plain_instances_as_data_rows() -> None:
 
 
 def test_v2_numeric_input_becomes_one_row_per_batch_entry_without_copying_to_lists() -> None:
-    rows, metadata = v2.decode_request(
-        {"inputs": [{"name": "x", "shape": [2, 3], "datatype": "INT32", "data": [1, 2, 3, 4, 5, 6]}]}
+    request = v2.decode_request(
+        {
+            "id": "r1",
+            "inputs": [{"name": "x", "shape": [2, 3], "datatype": "INT32", "data": [1, 2, 3, 4, 5, 6]}],
+        }
     )
+    (tensor,) = request.inputs
+    assert request.id == "r1" and (tensor.name, tensor.datatype, tensor.shape) == ("x", "INT32", [2, 3])
+    rows = to_rows(request)
     assert len(rows) == 2 and isinstance(rows[0]["data"], np.ndarray)
     assert rows[1]["data"].tolist() == [4, 5, 6] and rows[1]["data"].dtype == np.int32
-    assert metadata == [{"name": "x", "datatype": "INT32", "shape": [-1, 3]}]
 
 
 def test_v2_several_inputs_share_rows_by_name() -> None:
-    rows, _ = v2.decode_request(
-        {
-            "inputs": [
-                {"name": "text", "shape": [2], "datatype": "BYTES", "data": ["a", "b"]},
-                {"name": "flag", "shape": [2, 1], "datatype": "BOOL", "data": [True, False]},
-            ]
-        }
+    rows = to_rows(
+        v2.decode_request(
+            {
+                "inputs": [
+                    {"name": "text", "shape": [2], "datatype": "BYTES", "data": ["a", "b"]},
+                    {"name": "flag", "shape": [2, 1], "datatype": "BOOL", "data": [True, False]},
+                ]
+            }
+        )
     )
     assert rows[0]["data"] == "a" and rows[0]["text"] == "a" and rows[1]["flag"].tolist() == [False]
 
@@ -154,22 +162,55 @@ def test_v2_several_inputs_share_rows_by_name() -> None:
         {"name": "x", "shape": [], "datatype": "FP32", "data": [1.0]},
         {"name": "x", "shape": [0], "datatype": "FP32", "data": []},
         {"name": "x", "shape": [1], "datatype": "FP32", "data": "1.0"},
+        {"name": "x", "shape": [1], "datatype": {"FP32": 1}, "data": [1.0]},
     ],
 )
 def test_v2_rejects_ill_typed_or_ill_shaped_tensors(tensor: dict) -> None:
     with pytest.raises(InputError):
-        v2.decode_request({"inputs": [tensor]})
+        to_rows(v2.decode_request({"inputs": [tensor]}))
+
+
+def test_v2_inputs_of_different_row_counts_are_refused() -> None:
+    request = v2.decode_request(
+        {
+            "inputs": [
+                {"name": "a", "shape": [2], "datatype": "INT64", "data": [1, 2]},
+                {"name": "b", "shape": [3], "datatype": "INT64", "data": [1, 2, 3]},
+            ]
+        }
+    )
+    with pytest.raises(InputError, match="rows"):
+        to_rows(request)
+
+
+def test_v2_response_encodes_tensors_flat_with_the_request_parameters() -> None:
+    from isvc_runtime.inference import InferenceResponse
+
+    response = InferenceResponse("m", "1.0", "id-1", answers_to_outputs([[1, 2], [3, 4]]), {"p": 1})
+    body = v2.encode_response(response)
+    assert body["model_name"] == "m" and body["id"] == "id-1" and body["parameters"] == {"p": 1}
+    (output,) = body["outputs"]
+    assert (
+        output["shape"] == [2, 2]
+        and output["datatype"] == "INT64"
+        and output["data"].tolist() == [1, 2, 3, 4]
+    )
+
+
+def test_declared_tensor_metadata_is_checked_and_malformed_means_unknown() -> None:
+    (tensor,) = tensor_metadata([{"name": "x", "datatype": "FP32", "shape": [-1, 1, 28, 28]}])
+    assert (tensor.name, tensor.datatype, tensor.shape) == ("x", "FP32", (-1, 1, 28, 28))
+    assert tensor_metadata([{"name": "x", "datatype": "FLOAT", "shape": [-1]}]) is None
+    assert tensor_metadata("inputs") is None
 
 
 def test_v2_outputs_stack_numbers_and_fall_back_to_json_bytes() -> None:
-    (numeric,) = v2.encode_outputs([[1, 2], [3, 4]])
+    (numeric,) = answers_to_outputs([[1, 2], [3, 4]])
     assert (
-        numeric["shape"] == [2, 2]
-        and numeric["datatype"] == "INT64"
-        and numeric["data"].tolist() == [1, 2, 3, 4]
+        numeric.shape == [2, 2] and numeric.datatype == "INT64" and numeric.data.tolist() == [[1, 2], [3, 4]]
     )
-    (structured,) = v2.encode_outputs([{"cat": 0.9}, "plain"])
-    assert structured == {
+    (structured,) = answers_to_outputs([{"cat": 0.9}, "plain"])
+    assert v2.encode_tensor(structured) == {
         "name": "output-0",
         "shape": [2],
         "datatype": "BYTES",

@@ -14,61 +14,64 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from starlette.requests import Request
+from starlette.responses import Response
 
 from ..codecs import v1, v2
 from ..codecs.jsonio import loads_object
-from ..errors import ApiError
-from ..rest.app import Request, Response, json_response
+from ..inference import InferenceResponse, Tensor, answers_to_outputs, to_rows
+from ..rest.app import JSONResponse
+from ..rest.endpoints import Endpoints
+from ..rest.middleware import request_id_of
+from ..runner import ModelRunner
 from .service import ExplainRow, explainer_for
 from .settings import check_work, choose, request_targets
 
 
-def _runner(request: Request):
-    runner = request.registry.get(request.params["model"])
-    version = request.params.get("version")
-    if version is not None and version != runner.version:
-        raise ApiError(
-            f"model {request.params['model']} has no version {version!r} (it is {runner.version})", 404
+class ExplainEndpoints:
+    """The explanation endpoints beside ``endpoints`` (same data plane, same body limit)."""
+
+    def __init__(self, endpoints: Endpoints) -> None:
+        self.endpoints = endpoints
+
+    def _model(self, request: Request) -> ModelRunner:
+        params = request.path_params
+        return self.endpoints.dataplane.ready_model(params["model"], params.get("version"))
+
+    async def v1_explain(self, request: Request) -> Response:
+        runner = self._model(request)
+        payload = loads_object(await self.endpoints.body(request))
+        rows = v1.decode_request(payload)
+        explanations = await _explain(request, runner, rows, payload.get("parameters"))
+        return JSONResponse({"explanations": explanations})
+
+    async def v2_explain(self, request: Request) -> Response:
+        runner = self._model(request)
+        payload = loads_object(await self.endpoints.body(request))
+        inference = v2.decode_request(payload)
+        explanations = await _explain(request, runner, to_rows(inference), payload.get("parameters"))
+        answer = InferenceResponse(
+            model_name=request.path_params["model"],
+            model_version=runner.version,
+            id=inference.id or request_id_of(request.scope),
+            outputs=explanation_outputs(explanations),
         )
-    runner.check_ready()
-    return runner
+        return JSONResponse(v2.encode_response(answer))
 
 
-async def _explain(request: Request, runner: Any, rows: list[Any], parameters: Any) -> list[Any]:
+async def _explain(request: Request, runner: ModelRunner, rows: list[Any], parameters: Any) -> list[Any]:
     explainer = explainer_for(runner)
     options = choose(explainer.settings, parameters)
     check_work(explainer.settings, options, len(rows))
     targets = request_targets(rows, parameters)
     items = [ExplainRow(row, target, options) for row, target in zip(rows, targets, strict=True)]
-    return await explainer.explain(items, request.headers, request.request_id)
+    return await explainer.explain(items, request.headers, request_id_of(request.scope))
 
 
-async def v1_explain(request: Request) -> Response:
-    runner = _runner(request)
-    payload = loads_object(await request.body())
-    rows = v1.decode_request(payload)
-    explanations = await _explain(request, runner, rows, payload.get("parameters"))
-    return json_response({"explanations": explanations})
-
-
-def explanation_outputs(explanations: list[Any]) -> list[dict[str, Any]]:
+def explanation_outputs(explanations: list[Any]) -> list[Tensor]:
     """The ``explanation`` output tensor: FP32 when the explanations are numbers of one shape."""
     try:
         array = np.asarray(explanations, dtype=np.float32)
     except (ValueError, TypeError):
-        return v2.encode_outputs(explanations, name="explanation")
-    return [{"name": "explanation", "shape": list(array.shape), "datatype": "FP32", "data": array.ravel()}]
-
-
-async def v2_explain(request: Request) -> Response:
-    runner = _runner(request)
-    payload = loads_object(await request.body())
-    rows, _ = v2.decode_request(payload)
-    explanations = await _explain(request, runner, rows, payload.get("parameters"))
-    body: dict[str, Any] = {
-        "model_name": request.params["model"],
-        "model_version": runner.version,
-        "id": payload.get("id") or request.request_id,
-        "outputs": explanation_outputs(explanations),
-    }
-    return json_response(body)
+        return answers_to_outputs(explanations, name="explanation")
+    return [Tensor("explanation", "FP32", list(array.shape), array)]

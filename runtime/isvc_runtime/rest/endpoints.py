@@ -1,212 +1,177 @@
-"""The endpoints: KServe v1, KServe v2, TorchServe's native ``/predictions`` and ``/ping``, and the
-router that maps a method and path to them."""
+"""The REST endpoints: KServe v1, KServe v2 (JSON), TorchServe's native ``/predictions`` and ``/ping``,
+and the route table that maps methods and paths to them.
+
+Each endpoint decodes its protocol (:mod:`isvc_runtime.codecs`), asks the data plane, and encodes the
+answer; errors are raised as :class:`~isvc_runtime.errors.ApiError` and answered by the app's exception
+handlers. Route names are the endpoint labels of the metrics (``v1_predict``, ``v2_infer``, ...).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from starlette.convertors import Convertor, register_url_convertor
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
 
-from .. import __version__
 from ..codecs import native, v1, v2
 from ..codecs.jsonio import loads_object
-from ..errors import ApiError
-from .app import Endpoint, Request, Response, Route, json_response
+from ..dataplane import DataPlane
+from .app import Endpoint, JSONResponse, read_body, route
+from .middleware import request_id_of
 
-V1Action = Endpoint  # POST /v1/models/{model}:{action}; params: model, action
+
+class ModelName(Convertor[str]):
+    """A model name in a v1 status path: no ``:`` (``/v1/models/m:predict`` is an action)."""
+
+    regex = "[^/:]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
 
 
-def _runner(request: Request):
-    """The runner named by the path; a version in the path must be the model's."""
-    runner = request.registry.get(request.params["model"])
-    version = request.params.get("version")
-    if version is not None and version != runner.version:
-        raise ApiError(
-            f"model {request.params['model']} has no version {version!r} (it is {runner.version})", 404
+register_url_convertor("model_name", ModelName())
+
+
+class Endpoints:
+    """The endpoints over one data plane; ``max_request_size`` bounds every request body."""
+
+    def __init__(self, dataplane: DataPlane, max_request_size: int) -> None:
+        self.dataplane = dataplane
+        self.max_request_size = max_request_size
+
+    async def body(self, request: Request) -> bytes:
+        return await read_body(request, self.max_request_size)
+
+    # --- KServe v1 ---
+
+    async def v1_list_models(self, request: Request) -> Response:
+        return JSONResponse({"models": self.dataplane.model_names()})
+
+    async def v1_model_status(self, request: Request) -> Response:
+        name = request.path_params["model"]
+        runner = self.dataplane.model(name)
+        if runner.ready:
+            return JSONResponse({"name": name, "ready": True})
+        return JSONResponse(
+            {"name": name, "ready": False, "error": self.dataplane.not_ready_reason_of(runner)}, 503
         )
-    return runner
+
+    async def v1_predict(self, request: Request) -> Response:
+        name = request.path_params["model"]
+        self.dataplane.ready_model(name)
+        rows = v1.decode_request(loads_object(await self.body(request)))
+        answers = await self.dataplane.predict(name, rows, request.headers, request_id_of(request.scope))
+        return JSONResponse(v1.encode_response(answers))
+
+    # --- KServe v2 ---
+
+    async def v2_server_metadata(self, request: Request) -> Response:
+        return JSONResponse(self.dataplane.server_metadata())
+
+    async def v2_live(self, request: Request) -> Response:
+        return JSONResponse({"live": True})
+
+    async def v2_ready(self, request: Request) -> Response:
+        if self.dataplane.ready:
+            return JSONResponse({"ready": True})
+        return JSONResponse({"ready": False, "error": self.dataplane.not_ready_reason()}, 503)
+
+    async def v2_model_ready(self, request: Request) -> Response:
+        name = request.path_params["model"]
+        runner = self.dataplane.model(name, request.path_params.get("version"))
+        if runner.ready:
+            return JSONResponse({"name": name, "ready": True})
+        return JSONResponse(
+            {"name": name, "ready": False, "error": self.dataplane.not_ready_reason_of(runner)}, 503
+        )
+
+    async def v2_model_metadata(self, request: Request) -> Response:
+        metadata = self.dataplane.model_metadata(
+            request.path_params["model"], request.path_params.get("version")
+        )
+        return JSONResponse(
+            {
+                "name": metadata.name,
+                "versions": metadata.versions,
+                "platform": metadata.platform,
+                "inputs": v2.encode_metadata(metadata.inputs),
+                "outputs": v2.encode_metadata(metadata.outputs),
+                "ready": metadata.ready,
+            }
+        )
+
+    async def v2_infer(self, request: Request) -> Response:
+        name, version = request.path_params["model"], request.path_params.get("version")
+        self.dataplane.ready_model(name, version)
+        inference = v2.decode_request(loads_object(await self.body(request)))
+        answer = await self.dataplane.infer(
+            name, inference, request.headers, request_id_of(request.scope), version
+        )
+        return JSONResponse(v2.encode_response(answer))
+
+    # --- TorchServe ---
+
+    async def native_predict(self, request: Request) -> Response:
+        name, version = request.path_params["model"], request.path_params.get("version")
+        self.dataplane.ready_model(name, version)
+        rows = native.decode_request(await self.body(request), request.headers.get("content-type", ""))
+        answers = await self.dataplane.predict(
+            name, rows, request.headers, request_id_of(request.scope), version
+        )
+        body, content_type = native.encode_response(answers[0])
+        return Response(body, media_type=content_type)
+
+    async def ping(self, request: Request) -> Response:
+        if self.dataplane.ready:
+            return JSONResponse({"status": "Healthy"})
+        return JSONResponse({"status": "Unhealthy", "error": self.dataplane.not_ready_reason()}, 503)
 
 
-async def v1_list_models(request: Request) -> Response:
-    return json_response({"models": request.registry.names()})
-
-
-async def v1_model_status(request: Request) -> Response:
-    runner = request.registry.get(request.params["model"])
-    body: dict[str, object] = {"name": request.params["model"], "ready": runner.ready}
-    if not runner.ready:
-        body["error"] = runner.error or f"model {runner.name} is still loading"
-    return json_response(body, 200 if runner.ready else 503)
-
-
-async def v1_predict(request: Request) -> Response:
-    runner = request.registry.get(request.params["model"])
-    runner.check_ready()
-    rows = v1.decode_request(loads_object(await request.body()))
-    answers = await runner.predict(rows, request.headers, request.request_id)
-    return json_response(v1.encode_response(answers))
-
-
-async def v2_server_metadata(request: Request) -> Response:
-    return json_response({"name": "torch-isvc", "version": __version__, "extensions": []})
-
-
-async def v2_live(request: Request) -> Response:
-    return json_response({"live": True})
-
-
-async def v2_ready(request: Request) -> Response:
-    registry = request.registry
-    if registry.ready:
-        return json_response({"ready": True})
-    return json_response({"ready": False, "error": "; ".join(registry.not_ready_reasons())}, 503)
-
-
-async def v2_model_ready(request: Request) -> Response:
-    runner = _runner(request)
-    if runner.ready:
-        return json_response({"name": request.params["model"], "ready": True})
-    reason = runner.error or f"model {runner.name} is still loading"
-    return json_response({"name": request.params["model"], "ready": False, "error": reason}, 503)
-
-
-async def v2_model_metadata(request: Request) -> Response:
-    runner = _runner(request)
-    handler = runner.handler
-    # What the model was last called with, else what its handler declares.
-    inputs = runner.observed_inputs or getattr(handler, "input_metadata", None) or []
-    outputs = runner.observed_outputs or getattr(handler, "output_metadata", None) or []
-    return json_response(
-        {
-            "name": request.params["model"],
-            "versions": [runner.version],
-            "platform": runner.platform,
-            "inputs": inputs,
-            "outputs": outputs,
-            "ready": runner.ready,
-        }
-    )
-
-
-async def v2_infer(request: Request) -> Response:
-    runner = _runner(request)
-    runner.check_ready()
-    payload = loads_object(await request.body())
-    rows, inputs = v2.decode_request(payload)
-    request_id = payload.get("id") or request.request_id
-    answers = await runner.predict(rows, request.headers, request.request_id)
-    body = v2.encode_response(
-        answers,
-        model_name=request.params["model"],
-        model_version=runner.version,
-        request_id=request_id,
-        parameters=payload.get("parameters"),
-    )
-    runner.observed_inputs = inputs
-    runner.observed_outputs = [
-        {"name": o["name"], "datatype": o["datatype"], "shape": [-1, *o["shape"][1:]]}
-        for o in body["outputs"]
+def model_routes(prefix: str, suffix: str, endpoint: Endpoint, methods: list[str], name: str) -> list[Route]:
+    """A v2 model route with and without ``/versions/{version}``."""
+    return [
+        route(f"{prefix}{suffix}", endpoint, methods, name),
+        route(f"{prefix}/versions/{{version}}{suffix}", endpoint, methods, name),
     ]
-    return json_response(body)
 
 
-async def native_predict(request: Request) -> Response:
-    runner = _runner(request)
-    runner.check_ready()
-    rows = native.decode_request(await request.body(), request.headers.get("content-type", ""))
-    answers = await runner.predict(rows, request.headers, request.request_id)
-    body, content_type = native.encode_response(answers[0])
-    return Response(200, body, content_type)
-
-
-async def ping(request: Request) -> Response:
-    if request.registry.ready:
-        return json_response({"status": "Healthy"})
-    return json_response(
-        {"status": "Unhealthy", "error": "; ".join(request.registry.not_ready_reasons())}, 503
-    )
-
-
-def make_router(
-    v1_actions: Mapping[str, V1Action],
-    get_routes: Mapping[str, Endpoint] | None = None,
+def routes(
+    endpoints: Endpoints,
     *,
-    v2_actions: Mapping[str, Endpoint] | None = None,
-):
-    """A router over the fixed paths; ``v1_actions`` maps ``predict`` (and ``explain`` when an
-    explainer is installed) to their endpoints; ``get_routes`` adds GET-only paths (``/metrics``),
-    tried last, labelled with their path."""
-    extra = dict(get_routes or {})
-
-    def not_found(path: str) -> ApiError:
-        return ApiError(f"no route for {path}", 404)
-
-    def method_not_allowed(method: str, path: str) -> ApiError:
-        return ApiError(f"method {method} is not allowed on {path}", 405)
-
-    def route(method: str, path: str) -> Route:
-        if len(path) > 1 and path.endswith("/"):
-            path = path.rstrip("/")
-        parts = path.split("/")[1:]
-        head = parts[0] if parts else ""
-        is_get = method in ("GET", "HEAD")
-        if head == "v1" and len(parts) >= 2 and parts[1] == "models":
-            if len(parts) == 2:
-                if is_get:
-                    return v1_list_models, {}, "v1_models"
-                raise method_not_allowed(method, path)
-            if len(parts) != 3:
-                raise not_found(path)
-            name, colon, action = parts[2].rpartition(":")
-            if colon and method == "POST":
-                endpoint = v1_actions.get(action)
-                if endpoint is None:
-                    raise not_found(path)
-                return endpoint, {"model": name, "action": action}, f"v1_{action}"
-            if not colon and is_get:
-                return v1_model_status, {"model": parts[2]}, "v1_model"
-            raise method_not_allowed(method, path)
-        if head == "v2":
-            rest = parts[1:]
-            if not rest:
-                return _get_only(method, path, v2_server_metadata, {}, "v2_server")
-            if rest == ["health", "live"]:
-                return _get_only(method, path, v2_live, {}, "health")
-            if rest == ["health", "ready"]:
-                return _get_only(method, path, v2_ready, {}, "health")
-            if rest[0] == "models" and len(rest) >= 2:
-                params = {"model": rest[1]}
-                tail = rest[2:]
-                if len(tail) >= 2 and tail[0] == "versions":
-                    params["version"] = tail[1]
-                    tail = tail[2:]
-                if not tail:
-                    return _get_only(method, path, v2_model_metadata, params, "v2_model")
-                if tail == ["ready"]:
-                    return _get_only(method, path, v2_model_ready, params, "v2_model_ready")
-                if tail == ["infer"]:
-                    if method != "POST":
-                        raise method_not_allowed(method, path)
-                    return v2_infer, params, "v2_infer"
-                if len(tail) == 1 and tail[0] in (v2_actions or {}):  # POST /v2/models/{m}/explain
-                    if method != "POST":
-                        raise method_not_allowed(method, path)
-                    return (v2_actions or {})[tail[0]], params, f"v2_{tail[0]}"
-            raise not_found(path)
-        if head == "predictions" and len(parts) in (2, 3):
-            if method not in ("POST", "PUT"):
-                raise method_not_allowed(method, path)
-            params = {"model": parts[1]}
-            if len(parts) == 3:
-                params["version"] = parts[2]
-            return native_predict, params, "predictions"
-        if path == "/ping":
-            return _get_only(method, path, ping, {}, "health")
-        if path in extra:
-            return _get_only(method, path, extra[path], {}, path.strip("/"))
-        raise not_found(path)
-
-    def _get_only(method: str, path: str, endpoint: Endpoint, params: dict[str, str], label: str) -> Route:
-        if method not in ("GET", "HEAD"):
-            raise method_not_allowed(method, path)
-        return endpoint, params, label
-
-    return route
+    v1_actions: dict[str, Endpoint],
+    v2_actions: dict[str, Endpoint],
+    get_routes: dict[str, Endpoint],
+) -> list[BaseRoute]:
+    """The route table. ``v1_actions``: ``POST /v1/models/{model}:{action}`` beside ``predict``;
+    ``v2_actions``: ``POST /v2/models/{model}/{action}`` beside ``infer`` (``explain`` for both);
+    ``get_routes``: further GET paths (``/metrics``), named by their path."""
+    e = endpoints
+    get, post = ["GET"], ["POST"]
+    v2_model = "/v2/models/{model}"
+    table: list[BaseRoute] = [
+        route("/v1/models", e.v1_list_models, get, "v1_models"),
+        *(
+            route(f"/v1/models/{{model}}:{action}", endpoint, post, f"v1_{action}")
+            for action, endpoint in {"predict": e.v1_predict, **v1_actions}.items()
+        ),
+        route("/v1/models/{model:model_name}", e.v1_model_status, get, "v1_model"),
+        route("/v2", e.v2_server_metadata, get, "v2_server"),
+        route("/v2/health/live", e.v2_live, get, "health"),
+        route("/v2/health/ready", e.v2_ready, get, "health"),
+        *model_routes(v2_model, "", e.v2_model_metadata, get, "v2_model"),
+        *model_routes(v2_model, "/ready", e.v2_model_ready, get, "v2_model_ready"),
+        *model_routes(v2_model, "/infer", e.v2_infer, post, "v2_infer"),
+        *(
+            route
+            for action, endpoint in v2_actions.items()
+            for route in model_routes(v2_model, f"/{action}", endpoint, post, f"v2_{action}")
+        ),
+        route("/predictions/{model}", e.native_predict, ["POST", "PUT"], "predictions"),
+        route("/predictions/{model}/{version}", e.native_predict, ["POST", "PUT"], "predictions"),
+        route("/ping", e.ping, get, "health"),
+        *(route(path, endpoint, get, path.strip("/")) for path, endpoint in get_routes.items()),
+    ]
+    return table

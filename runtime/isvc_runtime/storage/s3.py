@@ -1,6 +1,6 @@
-"""s3://bucket/prefix with boto3's botocore: every object under the prefix, keeping relative paths.
+"""s3://bucket/prefix with botocore: every object under the prefix, keeping relative paths.
 
-Environment: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or any boto3 credential source; none at all
+Environment: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or any botocore credential source; none at all
 means anonymous, unsigned requests), AWS_ENDPOINT_URL or S3_ENDPOINT (``host:port`` gets a scheme from
 S3_USE_HTTPS, default 1), S3_VERIFY_SSL (0 turns verification off; AWS_CA_BUNDLE names a CA bundle),
 AWS_REGION / AWS_DEFAULT_REGION, S3_ADDRESSING_STYLE (path by default for custom endpoints).
