@@ -80,20 +80,20 @@ class NodeComponents:
     images: tuple[str, ...] = ("pause",)
     startup_timeout: float = 60.0
     processes: list[Process] = field(default_factory=list)
-    _fixed_paths_before: set[Path] = field(default_factory=set)
     _binaries: dict[str, Path] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    _holding: bool = False
 
     # -- lifecycle --
 
     def start(self) -> None:
         self._binaries = node_binaries()
-        self._fixed_paths_before = host.existing_fixed_paths()
         for directory in (self.layout.workdir, self.layout.containerd_root, self.layout.cni_conf_dir,
                           self.layout.pod_logs, self.layout.kubelet_root):
             directory.mkdir(parents=True, exist_ok=True)
         self._write_configs()
-        host.hold_sysctls(os.getpid())
+        host.hold(self.layout.name)
+        self._holding = True
         host.create_cgroup_root(self.layout.cgroup_root.strip("/"))
         began = time.monotonic()
         self._spawn("containerd", [str(self._binaries["containerd"]), "--config",
@@ -141,9 +141,9 @@ class NodeComponents:
         self._kill_shims()
         host.remove_cgroup_root(self.layout.cgroup_root.strip("/"))
         host.unmount_under(self.layout.workdir, self.layout.containerd_root)
-        host.release_sysctls(os.getpid())
-        if self._fixed_paths_before or self.processes:
-            host.remove_new_fixed_paths(self._fixed_paths_before)
+        if self._holding:
+            host.release(self.layout.name)
+            self._holding = False
         self.processes = []
 
     # -- images --

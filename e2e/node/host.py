@@ -10,9 +10,10 @@ undoes those. What it cannot hold:
 - fixed paths: the kubelet's ``/var/lib/kubelet`` (device-plugins, pod-resources), the runc shims'
   sockets in ``/run/containerd/s``, libcni's cache in ``/var/lib/cni``, ``/var/log/pods``.
 
-Sysctls are shared by every node on the host: the first node records the original values in
-``/run/torch-isvc-node-sysctls.json`` (with the pids of the nodes using them, under a lock) and the last one
-restores them.
+Sysctls and fixed paths are shared by every node on the host: the first node records the original values
+and which paths existed in ``/run/torch-isvc-node-host.json`` (with the pids of the nodes using them, under
+a lock), and the last one to stop puts them back, so that one node's stop never pulls the ground from under
+another's.
 """
 
 from __future__ import annotations
@@ -45,8 +46,8 @@ FIXED_PATHS = (
     Path("/var/lib/cni"),
 )
 CGROUP_PREFIX = "torch-isvc-node-"
-_SYSCTL_RECORD = Path("/run/torch-isvc-node-sysctls.json")
-_SYSCTL_LOCK = Path("/run/torch-isvc-node-sysctls.lock")
+_RECORD = Path("/run/torch-isvc-node-host.json")
+_LOCK = Path("/run/torch-isvc-node-host.lock")
 _PROC_SYS = Path("/proc/sys")
 
 
@@ -54,55 +55,49 @@ def read_sysctls() -> dict[str, str]:
     return {name: (_PROC_SYS / name).read_text().strip() for name in KUBELET_SYSCTLS}
 
 
-@contextlib.contextmanager
-def _sysctl_lock() -> Iterator[None]:
-    with open(_SYSCTL_LOCK, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-
-
-def hold_sysctls(pid: int) -> dict[str, str]:
-    """Register ``pid`` as a node that may change the kubelet's sysctls; returns the values to restore."""
-    with _sysctl_lock():
-        record = json.loads(_SYSCTL_RECORD.read_text()) if _SYSCTL_RECORD.exists() else None
-        holders = [p for p in (record or {}).get("holders", []) if pid_alive(p)]
-        original = record["original"] if record and holders else read_sysctls()
-        _SYSCTL_RECORD.write_text(json.dumps({"original": original, "holders": [*holders, pid]}))
-        return original
-
-
-def release_sysctls(pid: int) -> None:
-    """The last live holder writes the original values back and removes the record."""
-    with _sysctl_lock():
-        if not _SYSCTL_RECORD.exists():
-            return
-        record = json.loads(_SYSCTL_RECORD.read_text())
-        holders = [p for p in record["holders"] if p != pid and pid_alive(p)]
-        if holders:
-            _SYSCTL_RECORD.write_text(json.dumps({**record, "holders": holders}))
-            return
-        for name, value in record["original"].items():
-            with contextlib.suppress(OSError):
-                (_PROC_SYS / name).write_text(value)
-        _SYSCTL_RECORD.unlink()
-
-
 def existing_fixed_paths() -> set[Path]:
     return {path for path in FIXED_PATHS if path.exists()}
 
 
-def remove_new_fixed_paths(existed_before: set[Path]) -> None:
-    """Remove what the node created of the fixed paths (never what was there before it started).
-    /run/containerd of another containerd is left alone: only its ``s`` socket dir, when it is empty."""
-    for path in FIXED_PATHS:
-        if path in existed_before:
-            continue
-        shutil.rmtree(path, ignore_errors=True)
-    shim_sockets = Path("/run/containerd/s")
-    ours = Path("/run/containerd") in existed_before and shim_sockets.is_dir()
-    if ours and not any(shim_sockets.iterdir()):
-        with contextlib.suppress(OSError):
-            shim_sockets.rmdir()
+@contextlib.contextmanager
+def _locked() -> Iterator[None]:
+    with open(_LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _alive(holder: str) -> bool:
+    return pid_alive(int(holder.split("/", 1)[0]))
+
+
+def hold(node: str) -> None:
+    """Register a running node (held by this process); the first one records the host as it is."""
+    with _locked():
+        record = json.loads(_RECORD.read_text()) if _RECORD.exists() else {}
+        holders = [h for h in record.get("holders", []) if _alive(h)]
+        if not holders:
+            record = {"sysctls": read_sysctls(), "paths": sorted(map(str, existing_fixed_paths()))}
+        _RECORD.write_text(json.dumps({**record, "holders": [*holders, f"{os.getpid()}/{node}"]}))
+
+
+def release(node: str) -> None:
+    """Unregister a node; the last live one writes the sysctls back and removes the fixed paths that were
+    not there before the first node started."""
+    with _locked():
+        if not _RECORD.exists():
+            return
+        record = json.loads(_RECORD.read_text())
+        holders = [h for h in record["holders"] if h != f"{os.getpid()}/{node}" and _alive(h)]
+        if holders:
+            _RECORD.write_text(json.dumps({**record, "holders": holders}))
+            return
+        for name, value in record["sysctls"].items():
+            with contextlib.suppress(OSError):
+                (_PROC_SYS / name).write_text(value)
+        for path in FIXED_PATHS:
+            if str(path) not in record["paths"]:
+                shutil.rmtree(path, ignore_errors=True)
+        _RECORD.unlink()
 
 
 def cgroup_hierarchies() -> list[Path]:
