@@ -6,9 +6,9 @@ import argparse
 import sys
 import time
 
-from e2e.localkube import install_signal_handlers
 from e2e.node.components import NodeError
 from e2e.node.node import start_node
+from e2e.processes import install_signal_handlers
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,8 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         timings = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in node.timings.items())
         print(f"node: {node.layout.name} Ready in network namespace {node.ns.name} ({timings})\n"
-              f"node: Ctrl-C to stop; kubectl inside the namespace:\n"
-              f"  nsenter --net=/run/netns/{node.ns.name} kubectl --kubeconfig={node.kubeconfig} get nodes",
+              f"node: Ctrl-C to stop; export KUBECONFIG={node.kubeconfig}",
               flush=True)
         while True:
             node.components.check_alive("serving")

@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from pathlib import Path
 from e2e.netns import NetworkNamespace
 from e2e.node import configs, host
 from e2e.node.configs import NodeLayout
-from e2e.processes import die_with_parent, tail, terminate
+from e2e.processes import popen, stop, tail
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO_ROOT / "e2e" / "cluster" / "build.sh"
@@ -102,10 +101,7 @@ class NodeComponents:
         self._wait(lambda: self._ctr("version").returncode == 0, "containerd")
         self._remove_all_containers()  # a node killed before its stop left them in the kept image store
         self.timings["containerd"] = time.monotonic() - began
-        began = time.monotonic()
-        for image in self.images:
-            self.import_image(image)
-        self.timings["image import"] = time.monotonic() - began
+        self.import_image("pause")  # the kubelet's first sandbox needs it; the other images after Ready
         began = time.monotonic()
         self._spawn("kubelet", [
             str(self._binaries["kubelet"]),
@@ -128,16 +124,23 @@ class NodeComponents:
         ])
         self.timings["components spawned"] = time.monotonic() - began
 
+    def import_images(self) -> None:
+        began = time.monotonic()
+        for image in self.images:
+            if image != "pause":
+                self.import_image(image)
+        self.timings["image import"] = time.monotonic() - began
+
     def stop(self) -> None:
         """Stop in reverse order, remove every container containerd still runs, unmount, and restore the
         host (cgroups, sysctls, fixed paths). Idempotent."""
         by_name = {p.name: p for p in self.processes}
         for name in ("kube-scheduler", "kube-proxy", "kubelet"):
             if name in by_name:
-                terminate(by_name[name].proc, 10.0)
+                stop(by_name[name].proc, 10.0)
         if "containerd" in by_name and by_name["containerd"].proc.poll() is None:
             self._remove_all_containers()
-            terminate(by_name["containerd"].proc, 10.0)
+            stop(by_name["containerd"].proc, 10.0)
         self._kill_shims()
         host.remove_cgroup_root(self.layout.cgroup_root.strip("/"))
         host.unmount_under(self.layout.workdir, self.layout.containerd_root)
@@ -224,13 +227,7 @@ class NodeComponents:
         env = dict(os.environ)
         if env_path is not None:  # containerd finds its shim on PATH
             env["PATH"] = f"{env_path}:{env['PATH']}"
-        on_main_thread = threading.current_thread() is threading.main_thread()
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                in_namespace(self.ns, argv), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                cwd=self.layout.workdir, env=env, start_new_session=True,
-                preexec_fn=die_with_parent if on_main_thread else None,
-            )
+        proc = popen(in_namespace(self.ns, argv), log=log, env=env, cwd=self.layout.workdir)
         self.processes.append(Process(name, proc, log))
 
     def _wait(self, ready: Callable[[], bool], what: str) -> None:

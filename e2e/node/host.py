@@ -29,7 +29,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from e2e.localkube import pid_alive
+from e2e.processes import pid_alive
 
 KUBELET_SYSCTLS = (
     "vm/overcommit_memory",

@@ -24,7 +24,8 @@ from ipaddress import IPv4Network
 from pathlib import Path
 
 from e2e import netns
-from e2e.localkube import CONTROLLERS, ControlPlane
+from e2e.localkube import ControlPlane
+from e2e.localkube.control_plane import CONTROLLERS
 from e2e.node import host
 from e2e.node.components import NodeComponents, NodeError, in_namespace, remove_tree
 from e2e.node.configs import NodeLayout
@@ -77,12 +78,13 @@ class RealNode:
 
     @property
     def kubeconfig(self) -> Path:
-        return self.control_plane.kubeconfig
+        """The admin's kubeconfig from the host: the apiserver through the veth."""
+        return self.layout.workdir / "host.kubeconfig"
 
     def kubectl(self, *args: str, timeout: float = 60.0, check: bool = True,
                 input: str | None = None) -> subprocess.CompletedProcess[str]:
-        argv = in_namespace(self.ns, [str(KUBECTL), f"--kubeconfig={self.kubeconfig}",
-                                      f"--cache-dir={self.layout.workdir / 'kubectl-cache'}", *args])
+        argv = [str(KUBECTL), f"--kubeconfig={self.kubeconfig}",
+                f"--cache-dir={self.layout.workdir / 'kubectl-cache'}", *args]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, input=input, check=False)
         if check and done.returncode != 0:
             raise NodeError(f"kubectl {' '.join(args)} failed: {done.stderr.strip()}")
@@ -152,19 +154,37 @@ def start_node(images: Sequence[str] = ("pause",), ready_timeout: float = 60.0) 
     workdir = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{token}-"))
     store_lock = _claim_image_store()
     layout = _layout(ns, workdir, token, shared_store=store_lock is not None)
-    control_plane = ControlPlane(controllers=NODE_CONTROLLERS)
+    address = str(ns.address.ip)
+    control_plane = ControlPlane(
+        controllers=NODE_CONTROLLERS,
+        # Its serving certificate names the veth's address and the "kubernetes" Service's.
+        apiserver_addresses=(address, str(SERVICE_CIDR[1])),
+        apiserver_flags={
+            "--bind-address": "0.0.0.0",  # inside the namespace: its loopback and its veth
+            "--advertise-address": address,
+            "--service-cluster-ip-range": str(SERVICE_CIDR),
+            "--endpoint-reconciler-type": "lease",  # pods reach it through the "kubernetes" Service
+            "--kubelet-preferred-address-types": "InternalIP",  # the node's name does not resolve
+        },
+        controller_manager_flags={"--service-cluster-ip-range": str(SERVICE_CIDR)},
+    )
     components = NodeComponents(ns, layout, Path(), Path(), images=tuple(images))
     node = RealNode(ns, layout, control_plane, components, store_lock=store_lock)
     try:
         with _thread_in(ns):
             control_plane.start()
         node.timings["control plane"] = time.monotonic() - began
+        port = control_plane.server.rsplit(":", 1)[1]
+        node.kubeconfig.write_text(control_plane.kubeconfig.read_text().replace(
+            control_plane.server, f"https://{address}:{port}"))
+        node.kubeconfig.chmod(0o600)
         components.kubeconfig = control_plane.kubeconfig
         components.client_ca_file = control_plane.ca_file
         components.start()
         node.wait_ready(ready_timeout)
-        node.timings.update(components.timings)
         node.timings["node Ready"] = time.monotonic() - began
+        components.import_images()
+        node.timings.update(components.timings)
     except BaseException:
         node.stop()
         raise
