@@ -183,6 +183,17 @@ class NodeComponents:
                             f"ctr rc {imported.returncode} {imported.stderr[-800:]}")
         record[name] = image_id
         record_file.write_text(json.dumps(record, indent=1))
+        self._remove_replaced_images()
+
+    def _remove_replaced_images(self) -> None:
+        """A rebuilt image takes over its name; the build it replaces stays referenced by the CRI's
+        ``sha256:<id>`` alias until removed here (then containerd's GC frees its snapshots)."""
+        rows = [line.split() for line in self._ctr("images", "ls").stdout.splitlines()[1:]]
+        digests = {row[0]: row[2] for row in rows if len(row) >= 3}
+        named = {digest for ref, digest in digests.items() if not ref.startswith("sha256:")}
+        stale = [ref for ref, digest in digests.items() if ref.startswith("sha256:") and digest not in named]
+        if stale:
+            self._ctr("images", "rm", "--sync", *stale)
 
     # -- internals --
 
