@@ -19,6 +19,7 @@ IMAGES = $(RUNTIME_IMAGE) $(RUNTIME_GPU_IMAGE) $(STORAGE_INITIALIZER_IMAGE) $(OP
 DEPLOY_OUT ?= build/deploy
 
 .PHONY: setup test lint cluster cluster-up model-store demo demo-check bench clean prometheus clients-venv
+.PHONY: node-setup node node-up images-local
 .PHONY: images push-images image-names deploy-manifests
 
 setup: $(VENV)/.installed
@@ -37,6 +38,21 @@ cluster: setup
 
 cluster-up: cluster
 	$(PY) -m e2e.localkube
+
+# The real node (e2e/node/): Debian's buildah, debootstrap, runc, CNI plugins, iptables and conntrack when
+# missing; kubelet, kube-scheduler, kube-proxy and containerd built from pinned Go modules; the images built
+# here with buildah (e2e/images/build.sh: rebuilt only when their sources change, cached outside the repo).
+node-setup:
+	bash e2e/node/setup.sh
+
+node: cluster node-setup
+	bash e2e/cluster/build.sh --node
+
+images-local: node-setup
+	REGISTRY=$(REGISTRY) VERSION=$(VERSION) bash e2e/images/build.sh
+
+node-up: node images-local
+	$(PY) -m e2e.node
 
 model-store: setup
 	$(PY) examples/mnist/build_model_store.py
@@ -62,7 +78,7 @@ prometheus:
 clients-venv:
 	bash tests/kserve_compat/clients/venv.sh >/dev/null
 
-test: setup cluster prometheus clients-venv
+test: setup cluster node images-local prometheus clients-venv
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest tests e2e
 

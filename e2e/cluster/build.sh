@@ -2,10 +2,14 @@
 # Builds the local control plane (kube-apiserver, kube-controller-manager, etcd) from the Go
 # modules pinned in e2e/cluster/go.mod and e2e/cluster/etcd/go.mod, into a cache directory
 # outside the repository keyed by the pinned versions. A warm run (all binaries present) only
-# prints the directory.
+# prints the directory. With --node it also builds the real node's binaries: kube-scheduler, kubelet
+# and kube-proxy from the same k8s.io/kubernetes (same directory), and containerd, its runc shim and
+# ctr from e2e/cluster/containerd/go.mod (a directory of their own, keyed by containerd's version).
 #
-#   bash e2e/cluster/build.sh              # build if needed, print the bin dir
-#   bash e2e/cluster/build.sh --print-dir  # print the bin dir, build nothing
+#   bash e2e/cluster/build.sh                        # build if needed, print the bin dir
+#   bash e2e/cluster/build.sh --print-dir            # print the bin dir, build nothing
+#   bash e2e/cluster/build.sh --node                 # control plane + node, print the bin dir
+#   bash e2e/cluster/build.sh --print-containerd-dir # print containerd's bin dir, build nothing
 #
 # TORCH_ISVC_CACHE overrides the cache root (default: ${XDG_CACHE_HOME:-~/.cache}/torch-isvc).
 set -euo pipefail
@@ -19,23 +23,31 @@ mod_version() {  # mod_version <go.mod> <module path>
 }
 K8S_VERSION="$(mod_version "$HERE/go.mod" k8s.io/kubernetes)"
 ETCD_VERSION="$(mod_version "$HERE/etcd/go.mod" go.etcd.io/etcd/server/v3)"
-if [[ -z "$K8S_VERSION" || -z "$ETCD_VERSION" ]]; then
-    echo "build.sh: cannot read pinned versions from $HERE/go.mod / etcd/go.mod" >&2
+CONTAINERD_VERSION="$(mod_version "$HERE/containerd/go.mod" github.com/containerd/containerd/v2)"
+if [[ -z "$K8S_VERSION" || -z "$ETCD_VERSION" || -z "$CONTAINERD_VERSION" ]]; then
+    echo "build.sh: cannot read pinned versions from $HERE/go.mod / etcd/go.mod / containerd/go.mod" >&2
     exit 1
 fi
 
 CACHE_ROOT="${TORCH_ISVC_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/torch-isvc}"
 BIN_DIR="$CACHE_ROOT/k8s-$K8S_VERSION-etcd-$ETCD_VERSION"
+CONTAINERD_DIR="$CACHE_ROOT/containerd-$CONTAINERD_VERSION"
 BINARIES=(kube-apiserver kube-controller-manager etcd)
+NODE_BINARIES=(kube-scheduler kubelet kube-proxy)
+CONTAINERD_BINARIES=(containerd containerd-shim-runc-v2 ctr)
 
-if [[ "${1:-}" == "--print-dir" ]]; then
-    echo "$BIN_DIR"
-    exit 0
-fi
+case "${1:-}" in
+    --print-dir) echo "$BIN_DIR"; exit 0 ;;
+    --print-containerd-dir) echo "$CONTAINERD_DIR"; exit 0 ;;
+    --node) BINARIES+=("${NODE_BINARIES[@]}") ;;
+    "") CONTAINERD_BINARIES=() ;;
+    *) echo "build.sh: unknown argument $1" >&2; exit 2 ;;
+esac
 
 all_present() {
     local b
     for b in "${BINARIES[@]}"; do [[ -x "$BIN_DIR/$b" ]] || return 1; done
+    for b in "${CONTAINERD_BINARIES[@]}"; do [[ -x "$CONTAINERD_DIR/$b" ]] || return 1; done
 }
 
 if all_present; then
@@ -45,10 +57,6 @@ fi
 
 command -v go >/dev/null || { echo "build.sh: 'go' not found on PATH (need Go >= 1.26)" >&2; exit 1; }
 mkdir -p "$BIN_DIR"
-
-# One builder at a time (CI and a developer may both call this); the others wait, then reuse.
-exec 9>"$BIN_DIR/.lock"
-flock 9
 
 export CGO_ENABLED=0
 export GOFLAGS="${GOFLAGS:-} -mod=readonly -trimpath"
@@ -81,6 +89,33 @@ build_etcd() {
         -ldflags "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=$ETCD_VERSION" go.etcd.io/etcd/server/v3)
     mv -f "$BIN_DIR/.etcd.tmp" "$BIN_DIR/etcd"
 }
+
+build_containerd() {  # build_containerd <name>: version ldflags as containerd's Makefile sets them
+    local name="$1"
+    (cd "$HERE/containerd" && go build -o "$CONTAINERD_DIR/.$name.tmp" \
+        -ldflags "-s -w -X github.com/containerd/containerd/v2/version.Version=$CONTAINERD_VERSION" \
+        "github.com/containerd/containerd/v2/cmd/$name")
+    mv -f "$CONTAINERD_DIR/.$name.tmp" "$CONTAINERD_DIR/$name"
+}
+
+# containerd first, under a lock of its own: it does not wait for a control-plane build elsewhere.
+if [[ ${#CONTAINERD_BINARIES[@]} -gt 0 ]]; then
+    mkdir -p "$CONTAINERD_DIR"
+    exec 8>"$CONTAINERD_DIR/.lock"
+    flock 8
+    for b in "${CONTAINERD_BINARIES[@]}"; do
+        [[ -x "$CONTAINERD_DIR/$b" ]] && continue
+        echo "build.sh: building $b ($CONTAINERD_VERSION) into $CONTAINERD_DIR" >&2
+        start=$SECONDS
+        build_containerd "$b"
+        echo "build.sh: $b built in $((SECONDS - start)) s" >&2
+    done
+    flock -u 8
+fi
+
+# One builder at a time (CI and a developer may both call this); the others wait, then reuse.
+exec 9>"$BIN_DIR/.lock"
+flock 9
 
 # One binary at a time keeps peak memory bounded on small machines; the shared Go build cache
 # makes the second Kubernetes binary much cheaper than the first.

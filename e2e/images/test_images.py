@@ -1,0 +1,94 @@
+"""The images `make images-local` builds here with buildah: current with their sources, squashed, running as
+UID 65532, with neither the host's CA bundle nor pip's cache inside, and within the disk budget."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = REPO_ROOT / "e2e" / "images" / "build.sh"
+TARGETS = ("storage-initializer", "operator", "runtime")
+HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+BUDGET_BYTES = 15 * 10**9  # every image and the node's containerd copies together
+
+
+def script(*args: str) -> str:
+    done = subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
+def buildah(*args: str) -> str:
+    argv = ["buildah", "--storage-driver", "overlay", *args]
+    return subprocess.run(argv, capture_output=True, text=True, check=True, timeout=300).stdout.strip()
+
+
+def inspect(target: str) -> dict:
+    image = script("--print-image", target)
+    if not script("--print-id", target):
+        pytest.fail(f"{image} is not built: run `make images-local`", pytrace=False)
+    return json.loads(buildah("inspect", "--type", "image", image))
+
+
+@pytest.fixture(scope="module")
+def source_hash() -> str:
+    return script("--print-source-hash")
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_image_is_built_from_the_current_sources(target: str, source_hash: str) -> None:
+    labels = inspect(target)["OCIv1"]["config"]["Labels"]
+    assert labels["io.torch-isvc.source-hash"] == source_hash, "stale: run `make images-local`"
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_image_is_squashed_and_runs_as_the_fixed_non_root_user(target: str) -> None:
+    image = inspect(target)
+    assert image["OCIv1"]["config"]["User"] == "65532:65532"
+    base_layers = len(json.loads(buildah("inspect", "--type", "image",
+                                         "localhost/torch-isvc/python-base:3.11-bookworm"))["OCIv1"]["rootfs"]
+                      ["diff_ids"])
+    assert len(image["OCIv1"]["rootfs"]["diff_ids"]) <= base_layers + 1
+
+
+@pytest.fixture(scope="module")
+def storage_initializer_root() -> Iterator[Path]:
+    container = buildah("from", "--pull=never", script("--print-image", "storage-initializer"))
+    try:
+        yield Path(buildah("mount", container))
+    finally:
+        buildah("umount", container)
+        buildah("rm", container)
+
+
+def test_neither_the_hosts_ca_bundle_nor_pips_cache_is_baked_in(storage_initializer_root: Path) -> None:
+    bundle = storage_initializer_root / "etc/ssl/certs/ca-certificates.crt"
+    assert bundle.read_bytes() != HOST_CA_BUNDLE.read_bytes()  # Debian's own bundle, not the proxy's CA
+    cache = storage_initializer_root / "root/.cache/pip"
+    assert not cache.exists() or not any(cache.iterdir())
+
+
+def test_storage_initializer_answers_as_uid_65532() -> None:
+    container = buildah("from", "--pull=never", script("--print-image", "storage-initializer"))
+    try:
+        uid = buildah("run", "--isolation", "chroot", "--user", "65532:65532", container, "--",
+                      "python", "-c", "import os; print(os.getuid())")
+    finally:
+        buildah("rm", container)
+    assert uid == "65532"
+
+
+def disk_bytes(path: Path) -> int:
+    du = subprocess.run(["du", "-sb", str(path)], capture_output=True, text=True, check=False).stdout
+    return int(du.split()[0]) if du else 0
+
+
+def test_images_and_their_containerd_copies_fit_the_disk_budget() -> None:
+    buildah_store = Path(json.loads(buildah("info"))["store"]["GraphRoot"])
+    containerd_store = Path.home() / ".cache" / "torch-isvc" / "node" / "containerd"
+    used = {"buildah": disk_bytes(buildah_store), "containerd": disk_bytes(containerd_store)}
+    assert sum(used.values()) <= BUDGET_BYTES, used
