@@ -363,6 +363,7 @@ def model_settings(
     batch_size: int | None = None,
     max_batch_delay_ms: float | None = None,
     workers: int | None = None,
+    response_timeout_s: float | None = None,
 ) -> ModelSettings:
     """Settings for one model: flags > config.properties ``models`` > the archive's model-config.yaml
     > config-wide defaults."""
@@ -375,7 +376,7 @@ def model_settings(
     if delay is None:
         delay = DEFAULT_MAX_BATCH_DELAY_MS
     count = workers or merged.get("minWorkers") or config.default_workers
-    timeout = merged.get("responseTimeout") or config.default_response_timeout
+    timeout = response_timeout_s or merged.get("responseTimeout") or config.default_response_timeout
     explain = explain_settings(
         name, (archive_defaults or {}).get("explain"), config.per_model.get(name, {}).get("explain")
     )

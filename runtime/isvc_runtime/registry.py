@@ -92,6 +92,7 @@ def prepare_models(
     batch_size: int | None = None,
     max_batch_delay_ms: float | None = None,
     workers: int | None = None,
+    response_timeout_s: float | None = None,
     alias: str | None = None,
     gpu_count: int = 0,
 ) -> tuple[ModelRegistry, list[Prepared]]:
@@ -124,6 +125,7 @@ def prepare_models(
                 batch_size=batch_size,
                 max_batch_delay_ms=max_batch_delay_ms,
                 workers=workers,
+                response_timeout_s=response_timeout_s,
             )
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"model {name}: malformed batch/worker settings: {exc}") from None

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 
@@ -25,6 +26,8 @@ from .dataplane import DataPlane
 from .errors import ConfigError
 from .memory import tune_allocator
 from .model_store import discover
+from .payload_logger import PayloadLogger, add_logger_arguments, logger_settings
+from .payload_logger.metrics import LoggerCollector
 from .registry import ModelRegistry, Prepared, load_prepared, prepare_models
 from .rest.app import build_app
 from .rest.endpoints import Endpoints, routes
@@ -65,6 +68,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--max-batch-delay", type=float, default=None, help="ms to wait for a batch to fill, all models"
     )
     parser.add_argument(
+        "--response-timeout",
+        type=float,
+        default=None,
+        help="seconds a request waits for its batch's answer (then 504), all models (responseTimeout)",
+    )
+    parser.add_argument(
         "--workers",
         type=int,
         default=None,
@@ -90,6 +99,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=os.environ.get("ISVC_LOG_LEVEL", "info"),
         choices=["debug", "info", "warning", "error"],
     )
+    add_logger_arguments(parser)
     args = parser.parse_args(argv)
     for flag in ("http_port", "metrics_port", "batch_size", "workers", "torch_threads"):
         value = getattr(args, flag)
@@ -97,6 +107,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             parser.error(f"--{flag.replace('_', '-')} must be positive")
     if args.max_batch_delay is not None and args.max_batch_delay < 0:
         parser.error("--max-batch-delay must not be negative")
+    if args.response_timeout is not None and not args.response_timeout > 0:
+        parser.error("--response-timeout must be positive")
     return args
 
 
@@ -179,10 +191,13 @@ def start_loading(
 
 
 def serving_app(
-    registry: ModelRegistry, config: RuntimeConfig, exporter: metrics.RuntimeMetrics
+    registry: ModelRegistry,
+    config: RuntimeConfig,
+    exporter: metrics.RuntimeMetrics,
+    payload_logger: PayloadLogger | None = None,
 ) -> Starlette:
     """The inference port's application: every protocol's endpoints over one data plane, plus
-    ``GET /metrics``."""
+    ``GET /metrics``; with ``payload_logger``, its inference requests and answers logged."""
     # The explanation endpoints import torch: here, once the loader thread is already importing it
     # (start_loading), not when this module is imported (before the allocator is tuned).
     from .explain.endpoints import ExplainEndpoints
@@ -195,7 +210,7 @@ def serving_app(
         v2_actions={"explain": explain.v2_explain},
         get_routes={"/metrics": exporter.endpoint},
     )
-    return build_app(table, on_shutdown=registry.stop)
+    return build_app(table, on_shutdown=registry.stop, payload_logger=payload_logger)
 
 
 def main(argv: Sequence[str] | None = None, *, gc_disabled: bool = False) -> int:
@@ -212,6 +227,7 @@ def main(argv: Sequence[str] | None = None, *, gc_disabled: bool = False) -> int
     work_dir.mkdir(parents=True, exist_ok=True)
     try:
         try:
+            logging_to = logger_settings(args)
             config, sources = discover(args.model_store, config_file=args.config_file)
             registry, prepared = prepare_models(
                 sources,
@@ -220,6 +236,7 @@ def main(argv: Sequence[str] | None = None, *, gc_disabled: bool = False) -> int
                 batch_size=args.batch_size,
                 max_batch_delay_ms=args.max_batch_delay,
                 workers=args.workers,
+                response_timeout_s=args.response_timeout,
                 alias=args.model_name,
                 gpu_count=min(gpu_count(), config.number_of_gpu)
                 if config.number_of_gpu is not None
@@ -238,11 +255,15 @@ def main(argv: Sequence[str] | None = None, *, gc_disabled: bool = False) -> int
         host = args.host or config.host
         log.info("serving %s on %s:%d (torch threads %d)", ", ".join(registry.names()), host, port, threads)
         exporter = metrics.install(registry, host=host, port=args.metrics_port)
+        payload_logger = PayloadLogger(logging_to) if logging_to is not None else None
+        if payload_logger is not None:  # the URL's host only: a query may carry a token
+            log.info("payload logger: mode %s, sink %s", logging_to.mode, urlsplit(logging_to.url).netloc)
+            exporter.registry.register(LoggerCollector(payload_logger, *exporter.identity))
         start_loading(prepared, config, threads, enable_gc=gc_disabled)
         import uvicorn
 
         uvicorn_config = uvicorn.Config(
-            serving_app(registry, config, exporter),
+            serving_app(registry, config, exporter, payload_logger),
             host=host,
             port=port,
             loop="uvloop",

@@ -61,12 +61,17 @@ def test_readiness_is_false_until_the_model_loads_then_long_batches_do_not_block
         assert results["slow"].json() == {"predictions": [[1998.0]]}
 
 
+@pytest.mark.parametrize(
+    ("config_timeout", "flags"),
+    [(1, ()), (30, ("--response-timeout", "1"))],  # the flag (the isvc's batcher.timeout) wins over config
+    ids=["responseTimeout", "--response-timeout"],
+)
 def test_a_request_over_response_timeout_gets_504_and_the_server_keeps_serving(
-    slow_store: Path, tmp_path: Path
+    slow_store: Path, tmp_path: Path, config_timeout: int, flags: tuple[str, ...]
 ) -> None:
     config = tmp_path / "config.properties"
-    config.write_text('models={"slow": {"1.0": {"responseTimeout": 1}}}\n')
-    args = ("--config-file", str(config))
+    config.write_text(f'models={{"slow": {{"1.0": {{"responseTimeout": {config_timeout}}}}}}}\n')
+    args = ("--config-file", str(config), *flags)
     with RuntimeProcess(
         slow_store, tmp_path / "runtime.log", *args, env={"SLOW_INIT_SECONDS": "0"}
     ) as server:

@@ -23,7 +23,6 @@ from isvc_runtime.payload_logger import (
     PayloadLogger,
     add_logger_arguments,
     logger_settings,
-    request_id,
 )
 from isvc_runtime.payload_logger.dispatcher import backoff, warning_due
 from isvc_runtime.payload_logger.events import wants
@@ -129,14 +128,6 @@ def test_an_event_id_that_would_break_a_header_is_percent_encoded_as_the_binding
         [received] = sink.received
     assert received.event.get_id() == 'a "b" 100%\r\nx-injected: 1'
     assert "x-injected" not in received.header_names and "x-evil" not in received.header_names
-
-
-def test_request_id_is_the_clients_x_request_id_or_a_fresh_uuid() -> None:
-    assert request_id({"x-request-id": "abc-123"}) == "abc-123"
-    for bad in ({}, {"x-request-id": ""}, {"x-request-id": "a b"}, {"x-request-id": "x" * 129},
-                {"x-request-id": "caf\u00e9"}):
-        generated = request_id(bad)
-        assert len(generated) == 36 and generated != request_id(bad)
 
 
 def test_a_refused_connection_never_delays_logging_and_every_event_is_counted_as_dropped() -> None:

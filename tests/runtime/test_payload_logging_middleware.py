@@ -1,6 +1,7 @@
-"""The payload logger as ASGI middleware: v1 and v2 inference requests and their answers become paired
-CloudEvents whose id is the answer's x-request-id; health, metrics and GETs are not logged, and the
-client's headers never reach the sink."""
+"""The payload logger as ASGI middleware in the runtime's app (rest.app.build_app): v1 and v2 inference
+requests and their answers, errors included, become paired CloudEvents whose id is the one request id of
+the HTTP layer (the answer's x-request-id, the data plane's); health, metrics and GETs are not logged, and
+the client's headers never reach the sink."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import httpx
 from isvc_runtime.payload_logger import REQUEST, RESPONSE, LoggerSettings, PayloadLogger
 from isvc_runtime.payload_logger.middleware import PayloadLoggingMiddleware, logged
 from isvc_runtime.payload_logger.settings import Identity
-from starlette.applications import Starlette
+from isvc_runtime.rest.app import build_app
+from isvc_runtime.rest.middleware import request_id
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -19,8 +21,9 @@ from support.cloudevents_sink import cloudevents_sink
 
 async def predict(request: Request) -> Response:
     instances = (await request.json())["instances"]
-    return JSONResponse({"predictions": [sum(row) for row in instances], "id": request.state.request_id},
-                        headers={"x-request-id": "app's"})
+    if instances == ["boom"]:
+        raise RuntimeError("the handler broke")
+    return JSONResponse({"predictions": [sum(row) for row in instances], "id": request.state.request_id})
 
 
 async def infer(request: Request) -> Response:
@@ -38,11 +41,11 @@ async def ready(request: Request) -> Response:
     return JSONResponse({"ready": True})
 
 
-APP = Starlette(routes=[
+ROUTES = [
     Route("/v1/models/{name}:predict", predict, methods=["POST"]),
     Route("/v2/models/{name}/infer", infer, methods=["POST"]),
     Route("/v2/health/ready", ready),
-])
+]
 
 
 def scope(method: str, path: str) -> dict:
@@ -57,13 +60,16 @@ def test_only_the_inference_endpoints_are_logged() -> None:
                          ("POST", "/predictions/mnist"), ("GET", "/metrics"),
                          ("POST", "/v2/models/a/b/infer")):
         assert not logged(scope(method, path)), path
+    assert logged(scope("POST", "/v1/models/mnist:predict/"))  # served as without the slash
     assert not logged({"type": "lifespan"} | {"method": "POST", "path": "/v1/models/m:predict"})
 
 
 def test_requests_and_answers_are_paired_events_and_the_answer_carries_their_id() -> None:
     async def scenario(url: str) -> list[httpx.Response]:
         payload_logger = PayloadLogger(LoggerSettings(url=url, identity=Identity(source="s")))
-        transport = httpx.ASGITransport(app=PayloadLoggingMiddleware(APP, payload_logger))
+        app = build_app(ROUTES, payload_logger=payload_logger)
+        assert app.user_middleware[0].cls is PayloadLoggingMiddleware  # outermost
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://runtime") as client:
             answers = [
                 await client.post("/v1/models/mnist:predict", json={"instances": [[1, 2], [3, 4]]},
@@ -73,9 +79,10 @@ def test_requests_and_answers_are_paired_events_and_the_answer_carries_their_id(
                 await client.post("/v2/models/mnist/infer", content=b'{"inputs": []}',
                                   headers={"content-type": "application/json"}),
                 await client.get("/v2/health/ready"),
+                await client.post("/v1/models/mnist:predict", json={"instances": ["boom"]}),
             ]
         deadline = asyncio.get_running_loop().time() + 10
-        while payload_logger.sent < 6 and asyncio.get_running_loop().time() < deadline:
+        while payload_logger.sent < 8 and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.01)
         await payload_logger.stop()
         return answers
@@ -85,15 +92,24 @@ def test_requests_and_answers_are_paired_events_and_the_answer_carries_their_id(
         requests, responses = sink.events(REQUEST), sink.events(RESPONSE)
         header_names = set().union(*(r.header_names for r in sink.received))
         bodies = {(r.event.get_type(), r.event.get_id()): r.body for r in sink.received}
-    ids = [answer.headers.get("x-request-id") for answer in answers[:3]]
-    assert ids[1] == "client-chosen" and len(ids[0]) == 36 and len(ids[2]) == 36
-    assert answers[3].headers.get("x-request-id") is None
+    logged_answers = [*answers[:3], answers[4]]
+    ids = [answer.headers["x-request-id"] for answer in logged_answers]
+    assert ids[1] == "client-chosen" and len(ids[0]) == 32 and len(set(ids)) == 4
+    assert [len(answer.headers.get_list("x-request-id")) for answer in answers] == [1] * 5
     assert sorted(e.get_id() for e in requests) == sorted(e.get_id() for e in responses) == sorted(ids)
     assert [answer.json()["id"] for answer in answers[:2]] == ids[:2]  # the data plane sees the same id
-    for answer in answers[:3]:
+    for answer in logged_answers:
         assert bodies[(RESPONSE, answer.headers["x-request-id"])] == answer.content
+    assert answers[4].status_code == 500 and b"the handler broke" in bodies[(RESPONSE, ids[3])]
     assert bodies[(REQUEST, ids[0])] == b'{"instances":[[1,2],[3,4]]}'
     assert bodies[(REQUEST, ids[2])] == b'{"inputs": []}'
     assert {e.get_datacontenttype() for e in requests + responses} == {"application/json"}
     assert requests[0].get_extension("component") == "predictor"
     assert not header_names & {"authorization", "cookie", "x-request-id"}
+
+
+def test_request_id_is_the_clients_x_request_id_when_a_plain_token_else_a_new_one() -> None:
+    assert request_id(b"abc-123") == "abc-123"
+    for bad in (None, b"", b"a b", b"x" * 129, "caf\u00e9".encode(), b"a\x7fb"):
+        generated = request_id(bad)
+        assert len(generated) == 32 and generated != request_id(bad)

@@ -53,6 +53,8 @@ def test_flags_override_config_and_archive_defaults() -> None:
     archive_yaml = {"batchSize": 2, "responseTimeout": 9}
     assert model_settings("m", config, archive_defaults=archive_yaml).batch_size == 4
     assert model_settings("m", config, archive_defaults=archive_yaml).response_timeout_s == 9
+    overridden = model_settings("m", config, archive_defaults=archive_yaml, response_timeout_s=2)
+    assert overridden.response_timeout_s == 2
     assert model_settings("m", config, batch_size=16, max_batch_delay_ms=0).batch_size == 16
     assert model_settings("m", config, batch_size=16, max_batch_delay_ms=0).max_batch_delay_ms == 0
     assert model_settings("other", config) == ModelSettings()

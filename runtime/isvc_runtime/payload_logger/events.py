@@ -7,8 +7,6 @@ Authorization, no cookies): an event's head is built from the settings and the r
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from urllib.parse import SplitResult, quote, urlsplit
 
@@ -17,8 +15,6 @@ from .settings import Identity
 REQUEST = "org.kubeflow.serving.inference.request"
 RESPONSE = "org.kubeflow.serving.inference.response"
 SPEC_VERSION = "1.0"
-REQUEST_ID_HEADER = "x-request-id"
-_MAX_REQUEST_ID = 128
 # CloudEvents HTTP binding 1.0, 3.1.3.2: printable ASCII but space, '"' and '%' stands as is in a ce-
 # header value; anything else (control characters included) is percent-encoded UTF-8.
 _CE_SAFE = "".join(c for c in map(chr, range(0x21, 0x7F)) if c not in ' "%')
@@ -27,15 +23,6 @@ _CE_SAFE = "".join(c for c in map(chr, range(0x21, 0x7F)) if c not in ' "%')
 def wants(mode: str, event_type: str) -> bool:
     """Whether a logger in ``mode`` (all, request, response) sends events of ``event_type``."""
     return mode == "all" or (event_type == REQUEST) == (mode == "request")
-
-
-def request_id(headers: Mapping[str, str]) -> str:
-    """The client's ``x-request-id`` when it is a plain token, else a fresh UUID: the id of both events
-    (``ce-id``) and of the answer's ``x-request-id`` header."""
-    given = headers.get(REQUEST_ID_HEADER, "")
-    if 0 < len(given) <= _MAX_REQUEST_ID and given.isascii() and given.isprintable() and " " not in given:
-        return given
-    return str(uuid.uuid4())
 
 
 def target(url: str) -> tuple[SplitResult, str]:

@@ -1,5 +1,7 @@
 """The HTTP application on Starlette: the route table (:mod:`.endpoints`), the exception handlers that
-turn errors into ``{"error": ...}`` answers, and the middleware (:mod:`.middleware`)."""
+turn errors into ``{"error": ...}`` answers, and the middleware: :mod:`.middleware`'s, and outside it, when
+the payload logger is on, :class:`~isvc_runtime.payload_logger.middleware.PayloadLoggingMiddleware`, so
+that it logs every answer as sent, the 500s the inner middleware makes of unexpected errors included."""
 
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ from starlette.types import Receive, Scope, Send
 
 from ..codecs.jsonio import dumps
 from ..errors import ApiError, RequestTooLarge
+from ..payload_logger import PayloadLogger
+from ..payload_logger.middleware import PayloadLoggingMiddleware
 from .middleware import RequestContextMiddleware
 
 
@@ -101,17 +105,30 @@ async def _receive_body(receive: Receive, limit: int) -> bytes:
 
 
 def build_app(
-    routes: Sequence[BaseRoute], *, on_shutdown: Callable[[], Awaitable[None]] | None = None
+    routes: Sequence[BaseRoute],
+    *,
+    on_shutdown: Callable[[], Awaitable[None]] | None = None,
+    payload_logger: PayloadLogger | None = None,
 ) -> Starlette:
+    """The application; at shutdown ``on_shutdown`` runs, then the payload logger sends what it still
+    holds (the last answers' events)."""
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
-        if on_shutdown is not None:
-            await on_shutdown()
+        try:
+            if on_shutdown is not None:
+                await on_shutdown()
+        finally:
+            if payload_logger is not None:
+                await payload_logger.stop()
 
+    middleware = [Middleware(RequestContextMiddleware)]
+    if payload_logger is not None:  # outermost: the first in Starlette's list
+        middleware.insert(0, Middleware(PayloadLoggingMiddleware, payload_logger=payload_logger))
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(RequestContextMiddleware)],
+        middleware=middleware,
         exception_handlers={ApiError: api_error, HTTPException: routing_error},
         lifespan=lifespan,
     )

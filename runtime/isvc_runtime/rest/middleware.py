@@ -1,8 +1,8 @@
 """Pure ASGI middleware (Starlette's BaseHTTPMiddleware costs a task and a stream per request).
 
 :class:`RequestContextMiddleware`, around the routes: serves ``/path/`` as ``/path``; gives every
-request an id (the client's ``x-request-id``, else a new one), kept in ``scope["state"]`` for the
-endpoints and sent back in ``x-request-id``; answers an unexpected exception with a 500
+request its one id (:func:`request_id`), kept in ``scope["state"]`` for the endpoints, the data plane and
+the payload logger (``ce-id``), and sent back in ``x-request-id``; answers an unexpected exception with a 500
 ``{"error": ...}`` instead of a traceback; and reports each answered request to the observer (metrics),
 labelled with its route's name (``unknown`` when no route took it).
 """
@@ -23,10 +23,21 @@ from ..observe import get_observer
 log = logging.getLogger("isvc_runtime.rest")
 
 REQUEST_ID_HEADER = b"x-request-id"
+_MAX_REQUEST_ID = 128
 # Generated ids: 32 hex digits, a random per-process prefix and a counter (uuid4 costs a system call
 # and a UUID object per request).
 _ID_PREFIX = os.urandom(8).hex()
 _ID_COUNTER = itertools.count()
+
+
+def request_id(given: bytes | None) -> str:
+    """The client's ``x-request-id`` when it is a plain token (printable ASCII, no space, at most 128
+    characters: a safe ``ce-id`` and log field), else a new id."""
+    if given and len(given) <= _MAX_REQUEST_ID and given.isascii():
+        value = given.decode("ascii")
+        if value.isprintable() and " " not in value:
+            return value
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
 
 
 def request_id_of(scope: Scope) -> str:
@@ -46,10 +57,10 @@ class RequestContextMiddleware:
         path = scope["path"]
         if len(path) > 1 and path.endswith("/"):
             scope["path"] = path.rstrip("/") or "/"
-        request_id = next((v.decode("latin-1") for k, v in scope["headers"] if k == REQUEST_ID_HEADER), None)
-        request_id = request_id or f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
-        scope.setdefault("state", {})["request_id"] = request_id
-        id_header = (REQUEST_ID_HEADER, request_id.encode("latin-1"))
+        given = next((v for k, v in scope["headers"] if k == REQUEST_ID_HEADER), None)
+        the_id = request_id(given)
+        scope.setdefault("state", {})["request_id"] = the_id
+        id_header = (REQUEST_ID_HEADER, the_id.encode("ascii"))
         status = 0
 
         async def send_with_id(message: Message) -> None:
