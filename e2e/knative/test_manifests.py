@@ -90,3 +90,10 @@ def test_webhook_configurations_are_knatives_three(serving: Path) -> None:
     assert names == {("MutatingWebhookConfiguration", "webhook.serving.knative.dev"),
                      ("ValidatingWebhookConfiguration", "validation.webhook.serving.knative.dev"),
                      ("ValidatingWebhookConfiguration", "config.webhook.serving.knative.dev")}
+
+
+def test_a_missing_webhook_binary_is_an_error_naming_make_cluster(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TORCH_ISVC_CACHE", str(tmp_path))
+    with pytest.raises(sources.SourcesMissing, match="make cluster"):
+        sources.webhook_binary()
