@@ -11,6 +11,9 @@ API other test modules rely on (keep it stable):
 - ``namespace`` (function): the name of a fresh namespace, deleted after the test.
 - ``service_account_kubeconfig`` (session): ``service_account_kubeconfig(namespace, name) -> Path``, a
   kubeconfig authenticating as that ServiceAccount (TokenRequest API).
+- ``knative_webhook`` (session): Knative Serving's real admission webhook and CRDs (and Istio's
+  VirtualService CRD) on ``cluster`` (``e2e.knative.webhook.KnativeWebhook``); the tests that need it fail
+  when it cannot start.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from e2e.knative.webhook import APISERVER_FLAGS, KnativeWebhook, KnativeWebhookError
 from e2e.localkube import BinariesMissing, ControlPlane, Kubectl
 from e2e.processes import install_signal_handlers
 
@@ -28,7 +32,7 @@ from e2e.processes import install_signal_handlers
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[ControlPlane]:
     install_signal_handlers()
-    cp = ControlPlane()
+    cp = ControlPlane(apiserver_flags=APISERVER_FLAGS)  # Knative's webhook is called through its Service
     try:
         cp.start()
     except BinariesMissing as exc:
@@ -60,3 +64,16 @@ def service_account_kubeconfig(cluster: ControlPlane) -> Callable[[str, str], Pa
         return cluster.service_account_kubeconfig(namespace, name)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def knative_webhook(cluster: ControlPlane) -> Iterator[KnativeWebhook]:
+    webhook = KnativeWebhook(cluster.kubeconfig)
+    try:
+        webhook.start()
+    except KnativeWebhookError as exc:
+        pytest.fail(f"Knative's webhook could not start: {exc}", pytrace=False)
+    try:
+        yield webhook
+    finally:
+        webhook.stop()

@@ -4,7 +4,9 @@
     python -m e2e.demo --check    # walkthrough + canary step, non-interactive; exit 0 only if all pass
 
 Real: etcd + kube-apiserver + kube-controller-manager (e2e/localkube/), kubectl, the CRD and install
-manifest, the operator (``python -m isvc_operator`` with its ServiceAccount's token), a GCS server
+manifest, Knative Serving's CRDs and admission webhook (e2e/knative/webhook.py: every Knative Service is
+defaulted and validated by Knative itself), the operator (``python -m isvc_operator`` with its
+ServiceAccount's token), a GCS server
 (gcp-storage-emulator) holding the seed's bucket, the storage initializer and the runtime (run as the
 pod template says), curl. Stand-ins (e2e/standin/, see its README): Knative Serving + the kubelet
 (revisions as local processes, ksvc status) and Istio's gateways (a Host-routing ingress on loopback).
@@ -43,6 +45,7 @@ from e2e.inference_services import (
     ready_isvc,
 )
 from e2e.installation import EXAMPLES, OPERATOR_ACCOUNT, OPERATOR_NAMESPACE, OperatorProcess, install
+from e2e.knative.webhook import APISERVER_FLAGS, KnativeWebhook
 from e2e.localkube import ControlPlane, Kubectl
 from e2e.polling import wait_for
 from e2e.processes import (
@@ -120,6 +123,7 @@ class Walkthrough:
     say: Callable[[str], None] = print
     ingress_port: int | None = None
     cluster: ControlPlane | None = None
+    knative: KnativeWebhook | None = None
     operator: OperatorProcess | None = None
     emulator: LoggedProcess | None = None
     standin: ServingStandin | None = None
@@ -133,7 +137,7 @@ class Walkthrough:
     def start(self) -> Walkthrough:
         self.workdir.mkdir(parents=True, exist_ok=True)
         with self._timed("control plane"):
-            self.cluster = ControlPlane().start()
+            self.cluster = ControlPlane(apiserver_flags=APISERVER_FLAGS).start()
             self._pids.update(self.cluster.pids.values())
             self.say(f"control plane: Kubernetes {self.cluster.server_version().get('gitVersion')} at "
                      f"{self.cluster.server}")
@@ -156,7 +160,8 @@ class Walkthrough:
         if self.standin is not None:
             self._pids.update(self.standin.all_pids())
         parts: list[Callable[[], None]] = [
-            part.stop for part in (self.ingress, self.standin, self.operator, self.emulator, self.cluster)
+            part.stop for part in (self.ingress, self.standin, self.operator, self.emulator, self.knative,
+                                   self.cluster)
             if part is not None
         ]
         errors = []
@@ -193,8 +198,14 @@ class Walkthrough:
     # -- setup steps --
 
     def install(self) -> None:
+        self.knative = KnativeWebhook(self.kubeconfig)
+        self.knative.start()
+        assert self.knative.proc is not None
+        self._pids.add(self.knative.proc.pid)
+        self.say(f"installed: Knative Serving {self.knative.version}'s CRDs and admission webhook "
+                 "(+ Istio's VirtualService CRD)")
         install(self.kubectl)
-        self.say("installed: crds/, deploy/ (+ the Knative Service and Istio VirtualService CRDs)")
+        self.say("installed: crds/, deploy/")
         # The demo cluster has Istio (the ingress stand-in): the operator's ingress mode is istio.
         config = self.kubectl.get("-n", OPERATOR_NAMESPACE, "configmap", "inferenceservice-config") or {}
         ingress = json.loads((config.get("data") or {}).get("ingress") or "{}")

@@ -3,6 +3,7 @@ e2e tests and the demo): the objects, their conditions, readiness for the curren
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from e2e.localkube import Kubectl
@@ -24,6 +25,14 @@ def isvc_of(kubectl: Kubectl, namespace: str, name: str = "torchserve") -> dict[
 
 def ksvc_of(kubectl: Kubectl, namespace: str, name: str = KSVC) -> dict[str, Any] | None:
     return kubectl.get("-n", namespace, KNATIVE_SERVICES, name)
+
+
+def knative_defaulted(kubectl: Kubectl, ksvc: dict[str, Any]) -> dict[str, Any]:
+    """``ksvc`` as the cluster would store it: defaulted by Knative's webhook (a server-side dry run, under
+    another name so that it cannot collide with the real one)."""
+    probe = {**ksvc, "metadata": {**ksvc["metadata"], "name": f"{ksvc['metadata']['name']}-golden"}}
+    done = kubectl("create", "--dry-run=server", "-o", "json", "-f", "-", input=json.dumps(probe))
+    return json.loads(done.stdout)
 
 
 def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any]:

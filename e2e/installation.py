@@ -1,7 +1,7 @@
 """The product on a local cluster, installed as a user installs it: the CRD and the install manifest applied
-(with the CRDs of what the stand-ins play), and the operator run as ``python -m isvc_operator`` with a
-kubeconfig of its manifest's ServiceAccount, so it has exactly that RBAC. Shared by the e2e tests and the
-demo."""
+(after Knative's real CRDs and webhook, e2e.knative.webhook), and the operator run as
+``python -m isvc_operator`` with a kubeconfig of its manifest's ServiceAccount, so it has exactly that RBAC.
+Shared by the e2e tests and the demo."""
 
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ from e2e.processes import free_port, popen, stop, tail
 OPERATOR_NAMESPACE = "torch-isvc-system"
 OPERATOR_ACCOUNT = "torch-isvc-operator"
 EXAMPLES = REPO_ROOT / "examples" / "mnist"
-# Knative Service and Istio VirtualService CRDs (the stand-ins play them), the product's CRD, its manifest.
-MANIFESTS = (REPO_ROOT / "e2e" / "knative" / "crds", REPO_ROOT / "crds", REPO_ROOT / "deploy")
+# The product's CRD and its manifest. Knative's and Istio's real CRDs (and Knative's admission webhook) are
+# installed before them by e2e.knative.webhook.KnativeWebhook.
+MANIFESTS = (REPO_ROOT / "crds", REPO_ROOT / "deploy")
 
 
 def install(kubectl: Kubectl) -> None:

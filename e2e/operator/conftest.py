@@ -12,6 +12,7 @@ import yaml
 
 from e2e import polling
 from e2e.installation import EXAMPLES, OPERATOR_ACCOUNT, OPERATOR_NAMESPACE, OperatorProcess, install
+from e2e.knative.webhook import KnativeWebhook
 from e2e.localkube import ControlPlane, Kubectl
 from e2e.standin.knative import KnativeStandin
 
@@ -31,8 +32,9 @@ def wait_for(probe: Callable[[], T | None], timeout: float = 30.0, interval: flo
 
 
 @pytest.fixture(scope="session")
-def operator_installed(cluster: ControlPlane, kubectl: Kubectl) -> None:
-    """`kubectl apply -f crds/ -f deploy/` plus the test-only Knative/Istio fixture CRDs."""
+def operator_installed(cluster: ControlPlane, kubectl: Kubectl, knative_webhook: KnativeWebhook) -> None:
+    """`kubectl apply -f crds/ -f deploy/` on a cluster with Knative's real CRDs and admission webhook (and
+    Istio's VirtualService CRD), which ``knative_webhook`` installs first."""
     install(kubectl)
 
 

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from e2e import REPO_ROOT
-from e2e.inference_services import KSVC, condition, isvc_of, ksvc_of, ready_isvc
+from e2e.inference_services import KSVC, condition, isvc_of, knative_defaulted, ksvc_of, ready_isvc
 from e2e.installation import OPERATOR_NAMESPACE, OperatorProcess
 from e2e.localkube import Kubectl
 from e2e.operator.conftest import wait_for
@@ -45,7 +45,7 @@ def test_each_example_yields_the_expected_knative_service(
     expected = yaml.safe_load((GOLDEN / f"{sample}.ksvc.yaml").read_text())
     expected["metadata"]["namespace"] = namespace
     expected["metadata"]["ownerReferences"][0]["uid"] = isvc["metadata"]["uid"]
-    assert ksvc["spec"] == expected["spec"]
+    assert ksvc["spec"] == knative_defaulted(kubectl, expected)["spec"]
     for key in ("name", "namespace", "labels", "ownerReferences"):
         assert ksvc["metadata"][key] == expected["metadata"][key], key
 

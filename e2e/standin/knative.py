@@ -4,6 +4,7 @@ operator use it as is; :class:`~e2e.standin.serving.ServingStandin` adds pods. S
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import threading
@@ -23,6 +24,20 @@ RevisionReady = Callable[[dict[str, Any], str], bool]
 
 def _always_ready(ksvc: dict[str, Any], revision: str) -> bool:
     return True
+
+
+def stamped(conditions: list[dict[str, Any]], previous: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """``conditions`` with the ``lastTransitionTime`` Knative's controllers give every condition
+    (knative.dev/pkg apis.ConditionManager): kept while a condition's status holds, now when it changes.
+    Knative's webhook also defaults status writes, and the real CRD refuses a condition without one."""
+    before = {condition["type"]: condition for condition in previous or []}
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    result = []
+    for condition in conditions:
+        old = before.get(condition["type"]) or {}
+        kept = old.get("lastTransitionTime") if old.get("status") == condition["status"] else None
+        result.append({**condition, "lastTransitionTime": kept or now})
+    return result
 
 
 class KnativeStandin:
@@ -124,8 +139,9 @@ class KnativeStandin:
         conditions["Ready"] = ready_condition
         new_status: dict[str, Any] = {
             "observedGeneration": metadata.get("generation"),
-            "conditions": [{"type": kind, **conditions[kind]}
-                           for kind in ("ConfigurationsReady", "Ready", "RoutesReady")],
+            "conditions": stamped([{"type": kind, **conditions[kind]}
+                                   for kind in ("ConfigurationsReady", "Ready", "RoutesReady")],
+                                  status.get("conditions")),
             "latestCreatedRevisionName": latest,
             "url": f"http://{name}.{namespace}.{self.domain}",
             "address": {"url": f"http://{name}.{namespace}.svc.cluster.local"},

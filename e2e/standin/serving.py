@@ -26,7 +26,7 @@ from kubernetes.client.exceptions import ApiException
 from e2e.polling import repeating
 from e2e.processes import Spawner, free_ports
 
-from .knative import GROUP, MERGE_PATCH, PLURAL, VERSION, KnativeStandin
+from .knative import GROUP, MERGE_PATCH, PLURAL, VERSION, KnativeStandin, stamped
 from .pods import PodSpecError, decode_secret_value, plan_pod, pod_ports
 from .revisions import FAILED, READY, RevisionPod
 
@@ -172,8 +172,9 @@ class ServingStandin(KnativeStandin):
                   "message": f"Revision {latest!r} failed with message: {message}"}
         routes = {"status": "True"} if self.ready_revisions.get(metadata["uid"]) else {
             "status": "Unknown", "reason": "RevisionMissing"}
-        conditions = [{"type": "ConfigurationsReady", **failed}, {"type": "Ready", **failed},
-                      {"type": "RoutesReady", **routes}]
+        previous = (ksvc.get("status") or {}).get("conditions")
+        conditions = stamped([{"type": "ConfigurationsReady", **failed}, {"type": "Ready", **failed},
+                              {"type": "RoutesReady", **routes}], previous)
         try:
             self.api.patch_namespaced_custom_object_status(
                 GROUP, VERSION, metadata["namespace"], PLURAL, metadata["name"],
