@@ -44,7 +44,7 @@ from .known import (
 from .kube import Kube, now
 from .metrics import observe_reconcile
 from .naming import predictor_service_name
-from .raw import is_raw, render_raw
+from .raw import deployment_mode, is_raw, render_raw
 from .render import RenderError, render_knative_service
 from .status import (
     predictor_condition,
@@ -94,6 +94,7 @@ def _reconcile(isvc: dict[str, Any], known: Known, kube: Kube, logger: logging.L
     rollout = rolled_out(old_status, live)
     render_error = None
     try:
+        deployment_mode(isvc, config)  # an annotation naming no mode is reported, not taken as Serverless
         credentials = _storage_credentials(namespace, isvc, known, kube)
         desired = render_knative_service(isvc, config, live=live, credentials=credentials, rollout=rollout)
     except RenderError as exc:

@@ -202,3 +202,11 @@ def test_the_configmaps_default_mode_makes_an_unannotated_isvc_raw(cluster) -> N
     cluster.list_all()
     run(cluster, cluster.known())
     assert cluster.get(DEPLOYMENT, PREDICTOR) is not None and cluster.get(KNATIVE_SERVICE, PREDICTOR) is None
+
+
+def test_an_unknown_mode_is_a_render_error_naming_the_annotation_and_applies_nothing(cluster) -> None:
+    cluster.put(INFERENCE_SERVICE, raw_isvc(**{"serving.kubeflow.org/deploymentMode": "Raw"}))
+    cluster.list_all()
+    assert run(cluster, cluster.known()) == "render_error"
+    assert cluster.writes() == ["apply_status"]
+    assert "serving.kubeflow.org/deploymentMode" in condition(cluster, "PredictorReady")["message"]
