@@ -154,3 +154,22 @@ def test_a_failed_storage_initializer_reaches_the_isvc_conditions_with_its_messa
     predictor = condition(failed, "PredictorReady")
     assert "storage-initializer" in predictor["message"] and message in predictor["message"]
     assert condition(failed, "Ready")["status"] == "False"
+
+
+def test_switching_modes_removes_the_other_modes_objects(
+    operator: OperatorProcess, kubectl: Kubectl, namespace: str
+) -> None:
+    raw = raw_sample()
+    apply(kubectl, namespace, raw)
+    wait_for(lambda: get(kubectl, namespace, "deployment"), what="the Deployment")
+    serverless = raw_sample()
+    serverless["metadata"]["annotations"] = {"serving.kserve.io/deploymentMode": "Serverless"}
+    apply(kubectl, namespace, serverless)
+    wait_for(lambda: kubectl.get("-n", namespace, "services.serving.knative.dev", PREDICTOR),
+             what="the Knative Service")
+    for kind in ("deployment", "service", "horizontalpodautoscalers.autoscaling"):
+        wait_for(lambda kind=kind: get(kubectl, namespace, kind) is None, what=f"{kind} deleted")
+    apply(kubectl, namespace, raw)
+    wait_for(lambda: kubectl.get("-n", namespace, "services.serving.knative.dev", PREDICTOR) is None,
+             what="the Knative Service deleted")
+    wait_for(lambda: get(kubectl, namespace, "deployment"), what="the Deployment again")
