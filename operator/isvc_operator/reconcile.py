@@ -150,13 +150,12 @@ def _reconcile_raw(isvc: dict[str, Any], known: Known, kube: Kube, logger: loggi
     status_written = status != old_status
     if status_written:
         _write_status(isvc, old_status, status, render_error, known, kube, logger)
-    result = "render_error" if render_error is not None else "unchanged"
     if written or status_written or ingress_written:
         logger.info("reconciled %s/%s (raw): deployment/service/hpa %s, virtualservice %s, status %s",
                     namespace, name, _written(written), _written(ingress_written), _written(status_written))
         return "render_error" if render_error is not None else "changed"
     logger.debug("reconciled %s/%s (raw): no changes", namespace, name)
-    return result
+    return "render_error" if render_error is not None else "unchanged"
 
 
 def _apply_predictor_object(kind: str, desired: dict[str, Any], key: Key, known: Known, kube: Kube) -> bool:
@@ -187,6 +186,7 @@ def _remove_owned(isvc: dict[str, Any], kinds: tuple[str, ...], known: Known, ku
             known.forget(kind, key)
             removed = True
     return removed
+
 
 def _written(flag: bool) -> str:
     return "written" if flag else "unchanged"
