@@ -29,6 +29,11 @@ ALLOWED = [
     ("watch", "serviceaccounts", "-A"),
     ("get", "serviceaccounts", "-A"),
     ("get", "secrets", "-A"),  # by name, for key names and annotations: see deploy/operator.yaml
+    ("delete", KSVC, "-A"),  # an isvc switched to RawDeployment mode
+    *((verb, resource, "-A") for verb in ("watch", "create", "patch", "delete")
+      for resource in ("deployments.apps", "services", "horizontalpodautoscalers.autoscaling")),
+    ("get", "pods", "-A"),
+    ("watch", "pods", "-A"),
 ]
 DENIED = [
     ("list", "secrets", "-A"),
@@ -43,8 +48,12 @@ DENIED = [
     ("patch", ISVC, "-A"),
     ("update", ISVC, "-A"),
     ("delete", ISVC, "-A"),
-    ("delete", KSVC, "-A"),
     ("update", KSVC, "-A"),
+    ("update", "deployments.apps", "-A"),
+    ("patch", "deployments.apps", "-A", "--subresource=scale"),
+    ("patch", "pods", "-A"),
+    ("delete", "pods", "-A"),
+    ("patch", "pods", "-A", "--subresource=status"),
     ("get", "configmaps", "-A"),
     ("get", "configmaps/other-config", OWN),
     ("create", "pods", "-A"),

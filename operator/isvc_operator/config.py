@@ -54,6 +54,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     # maxLatency in ms (KFServing's agent waited up to 5000; the runtime's batcher adapts its wait to the
     # load, so TorchServe's 100 suffices), timeout in s (KFServing's 60).
     "batcher": {"maxBatchSize": 32, "maxLatency": 100, "timeout": 60},
+    # How an isvc without a deploymentMode annotation is deployed (KServe's `deploy` key): "Serverless"
+    # (a Knative Service) or "RawDeployment" (a Deployment, Service and HorizontalPodAutoscaler).
+    "deploy": {"defaultDeploymentMode": "Serverless"},
     "ingress": {
         "mode": "istio",
         "domain": "example.com",
@@ -69,8 +72,10 @@ _STRING_FIELDS: dict[str, tuple[str, ...]] = {
 }
 _PYTORCH_FIELDS = ("image", "defaultImageVersion", "defaultGpuImageVersion")
 _INGRESS_MODES = ("istio", "none")
+SERVERLESS, RAW_DEPLOYMENT = "Serverless", "RawDeployment"
+DEPLOYMENT_MODES = (SERVERLESS, RAW_DEPLOYMENT)
 #: Sections a ConfigMap from before their release may lack: defaulted without a problem.
-_OPTIONAL_SECTIONS = ("metrics", "securityContext", "logger", "batcher")
+_OPTIONAL_SECTIONS = ("metrics", "securityContext", "logger", "batcher", "deploy")
 #: The CRD's bounds of each batcher field (crds/: spec.predictor.batcher).
 BATCHER_BOUNDS = {"maxBatchSize": (1, 1024), "maxLatency": (1, 60000), "timeout": (1, 3600)}
 _MAX_ID = 2**31 - 1
@@ -139,6 +144,7 @@ class OperatorConfig:
     batcher: BatcherConfig = BatcherConfig()
     security_context: dict[str, Any] = field(
         default_factory=lambda: copy.deepcopy(DEFAULTS["securityContext"]))
+    default_deployment_mode: str = SERVERLESS
     problems: tuple[str, ...] = field(default=(), compare=False)
 
 
@@ -163,6 +169,14 @@ def _merge_section(key: str, raw: str | None, problems: list[str]) -> dict[str, 
         return section
     if key == "batcher":
         _take_batcher(section, given, problems)
+        return section
+    if key == "deploy":
+        mode = given.get("defaultDeploymentMode", section["defaultDeploymentMode"])
+        if mode in DEPLOYMENT_MODES:
+            section["defaultDeploymentMode"] = mode
+        else:
+            problems.append(f"data.deploy.defaultDeploymentMode must be one of {', '.join(DEPLOYMENT_MODES)};"
+                            f" using {section['defaultDeploymentMode']!r}")
         return section
     if key == "securityContext":
         problem = security_context_problem(given)
@@ -337,6 +351,7 @@ def parse_config(data: dict[str, str] | None) -> OperatorConfig:
         batcher=BatcherConfig(max_batch_size=batcher["maxBatchSize"], max_latency_ms=batcher["maxLatency"],
                               timeout_seconds=batcher["timeout"]),
         security_context=optional["securityContext"],
+        default_deployment_mode=optional["deploy"]["defaultDeploymentMode"],
         problems=tuple(problems),
     )
 

@@ -1,7 +1,8 @@
 """The kopf layer: indexes of what the operator follows, and the watch events that call `reconcile`.
 
 kopf's watches keep one index per kind (`@kopf.index`, in memory, nothing written to the cluster), fully
-populated before any handler runs: InferenceServices, their Knative Services and VirtualServices,
+populated before any handler runs: InferenceServices, their Knative Services and VirtualServices (raw
+deployment mode: their Deployments, Services, HorizontalPodAutoscalers, and a summary of each Pod),
 ServiceAccounts (only the names of the Secrets they list) and the operator's own ConfigMap (watched through
 a server-side field selector: its name and namespace). Each event handler decides which isvcs an event
 concerns and runs `reconcile` (reconcile.py) for them in kopf's executor.
@@ -29,12 +30,16 @@ from .config import CONFIGMAP_NAME, DEFAULT_NAMESPACE, OperatorConfig
 from .credentials import referenced_secrets
 from .ingress import ISTIO_GROUP, ISTIO_PLURAL, ISTIO_VERSION
 from .known import (
+    DEPLOYMENT,
+    HPA,
     INFERENCE_SERVICE,
     KNATIVE_SERVICE,
+    SERVICE,
     VIRTUAL_SERVICE,
     Indexes,
     Key,
     Known,
+    PodSummary,
     ServiceAccountSecrets,
     owner_of,
 )
@@ -50,12 +55,18 @@ from .naming import (
     VERSION,
 )
 from .reconcile import post, reconcile
+from .status import pod_failure
 
 NAMESPACE_ENV = "ISVC_OPERATOR_NAMESPACE"
 LOG_LEVEL_ENV = "ISVC_OPERATOR_LOG_LEVEL"  # e.g. DEBUG: also log reconciles that changed nothing
 RESYNC_SECONDS = 600.0
 CONFIGMAPS = ("", "v1", "configmaps")
 SERVICEACCOUNTS = ("", "v1", "serviceaccounts")
+DEPLOYMENTS = ("apps", "v1", "deployments")
+SERVICES = ("", "v1", "services")
+HPAS = ("autoscaling", "v2", "horizontalpodautoscalers")
+PODS = ("", "v1", "pods")
+PREDICTOR_LABELS = {ISVC_LABEL: kopf.PRESENT}
 
 
 def operator_namespace() -> str:
@@ -118,7 +129,9 @@ class Operator:
 async def start_operator(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger,
                          inferenceservices: kopf.Index, predictor_services: kopf.Index,
                          virtual_services: kopf.Index, service_accounts: kopf.Index,
-                         operator_config_maps: kopf.Index, **_: Any) -> None:
+                         operator_config_maps: kopf.Index, predictor_deployments: kopf.Index,
+                         predictor_k8s_services: kopf.Index, predictor_hpas: kopf.Index,
+                         predictor_pods: kopf.Index, **_: Any) -> None:
     settings.peering.standalone = True
     settings.posting.enabled = False  # events are posted by the reconciler, about what matters
     settings.watching.server_timeout = 300
@@ -135,7 +148,8 @@ async def start_operator(settings: kopf.OperatorSettings, memo: kopf.Memo, logge
     # The API client logs response bodies at DEBUG, and the operator reads Secrets: never at DEBUG.
     logging.getLogger("kubernetes.client.rest").setLevel(logging.INFO)
     indexes = Indexes(inferenceservices, predictor_services, virtual_services, service_accounts,
-                      operator_config_maps)
+                      operator_config_maps, predictor_deployments, predictor_k8s_services, predictor_hpas,
+                      predictor_pods)
     operator = Operator(Known(indexes, namespace), KubeApi(api_client()), settings.execution.executor,
                         operator_logger)
     memo.operator = operator
@@ -167,6 +181,28 @@ def predictor_services(namespace: str, name: str, body: kopf.Body, **_: Any) -> 
 @kopf.index(ISTIO_GROUP, ISTIO_VERSION, ISTIO_PLURAL, labels={ISVC_LABEL: kopf.PRESENT})
 def virtual_services(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Key, dict[str, Any]]:
     return {(namespace, name): dict(body)}
+
+
+@kopf.index(*DEPLOYMENTS, labels=PREDICTOR_LABELS)
+def predictor_deployments(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Key, dict[str, Any]]:
+    return {(namespace, name): dict(body)}
+
+
+@kopf.index(*SERVICES, labels=PREDICTOR_LABELS)
+def predictor_k8s_services(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Key, dict[str, Any]]:
+    return {(namespace, name): dict(body)}
+
+
+@kopf.index(*HPAS, labels=PREDICTOR_LABELS)
+def predictor_hpas(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Key, dict[str, Any]]:
+    return {(namespace, name): dict(body)}
+
+
+@kopf.index(*PODS, labels=PREDICTOR_LABELS)
+def predictor_pods(namespace: str, name: str, body: kopf.Body, labels: kopf.Labels,
+                   **_: Any) -> dict[Key, PodSummary]:
+    """Per isvc, each of its pods' name and failed container (with its termination message), no more."""
+    return {(namespace, labels[ISVC_LABEL]): PodSummary(name, pod_failure(dict(body)))}
 
 
 @kopf.index(*SERVICEACCOUNTS)
@@ -210,6 +246,34 @@ async def on_ksvc_status(event: dict[str, Any], namespace: str, name: str, label
 async def on_virtual_service(event: dict[str, Any], namespace: str, name: str, labels: kopf.Labels,
                              memo: kopf.Memo, **_: Any) -> None:
     await _owned_object_event(memo.operator, VIRTUAL_SERVICE, event, namespace, name, labels)
+
+
+@kopf.on.event(*DEPLOYMENTS, labels=PREDICTOR_LABELS)
+async def on_deployment_status(event: dict[str, Any], namespace: str, name: str, labels: kopf.Labels,
+                               memo: kopf.Memo, **_: Any) -> None:
+    await _owned_object_event(memo.operator, DEPLOYMENT, event, namespace, name, labels)
+
+
+@kopf.on.event(*SERVICES, labels=PREDICTOR_LABELS)
+async def on_predictor_service(event: dict[str, Any], namespace: str, name: str, labels: kopf.Labels,
+                               memo: kopf.Memo, **_: Any) -> None:
+    await _owned_object_event(memo.operator, SERVICE, event, namespace, name, labels)
+
+
+@kopf.on.event(*HPAS, labels=PREDICTOR_LABELS)
+async def on_hpa(event: dict[str, Any], namespace: str, name: str, labels: kopf.Labels, memo: kopf.Memo,
+                 **_: Any) -> None:
+    await _owned_object_event(memo.operator, HPA, event, namespace, name, labels)
+
+
+@kopf.on.event(*PODS, labels=PREDICTOR_LABELS)
+async def on_predictor_pod(event: dict[str, Any], namespace: str, labels: kopf.Labels, memo: kopf.Memo,
+                           **_: Any) -> None:
+    """A predictor pod changed (e.g. its storage initializer failed) or went: reconcile its isvc."""
+    operator: Operator = memo.operator
+    owner = (namespace, labels[ISVC_LABEL])
+    if event.get("type") is not None and operator.known.inference_service(owner) is not None:
+        await operator.reconcile(owner)
 
 
 async def _owned_object_event(operator: Operator, kind: str, event: dict[str, Any], namespace: str,

@@ -2,7 +2,8 @@
 
 With `ingress.mode: istio` the operator owns one Istio VirtualService per isvc, named like it, for the
 hosts `{isvc}.{ns}.{domain}` and `{isvc}.{ns}.svc.cluster.local`, routed to Knative's local gateway with
-the Host header set to the predictor's host. It is created only once the predictor is ready (before
+the Host header set to the predictor's host (raw deployment mode: to the predictor's Service, Host
+unchanged). It is created only once the predictor is ready (before
 that there is nothing to route to), and `status.url` is the top-level host once it exists. With `none`
 the isvc's URL is the predictor ksvc's and no VirtualService exists (a left-over one is deleted).
 """
@@ -51,7 +52,10 @@ def _authority(host_pattern: str) -> str:
 
 
 def virtual_service_context(isvc: dict[str, Any], config: OperatorConfig,
-                            ksvc: dict[str, Any] | None) -> dict[str, Any]:
+                            ksvc: dict[str, Any] | None,
+                            raw_service_host: str | None = None) -> dict[str, Any]:
+    """Routed to Knative's local gateway with the predictor's Host; in raw mode (`raw_service_host`, the
+    predictor Service's cluster-local host) straight to that Service, Host unchanged."""
     metadata = parse_metadata(isvc)
     name, namespace = metadata.name, metadata.namespace
     ingress = config.ingress
@@ -69,14 +73,16 @@ def virtual_service_context(isvc: dict[str, Any], config: OperatorConfig,
         "external_authority": _authority(_quote(external)),
         "internal_authority": _authority(f"{local_short}(\\.svc(\\.cluster\\.local)?)?"),
         "local_gateway_service": ingress.local_gateway_service,
-        "predictor_host": predictor_host(isvc, ksvc),
+        "destination_host": raw_service_host or ingress.local_gateway_service,
+        "predictor_host": None if raw_service_host else predictor_host(isvc, ksvc),
     }
 
 
 def render_virtual_service(isvc: dict[str, Any], config: OperatorConfig, ksvc: dict[str, Any] | None,
-                           template_directory: Path | None = None) -> dict[str, Any]:
-    return render_template(VIRTUAL_SERVICE_TEMPLATE, virtual_service_context(isvc, config, ksvc),
-                           template_directory)
+                           template_directory: Path | None = None, *,
+                           raw_service_host: str | None = None) -> dict[str, Any]:
+    return render_template(VIRTUAL_SERVICE_TEMPLATE,
+                           virtual_service_context(isvc, config, ksvc, raw_service_host), template_directory)
 
 
 def ingress_urls(isvc: dict[str, Any], config: OperatorConfig) -> tuple[str, str]:

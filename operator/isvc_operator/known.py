@@ -25,6 +25,10 @@ from .naming import ISVC_LABEL, predictor_service_name
 Key = tuple[str, str]
 Index = Mapping[Key, Collection[Any]]  # kopf.Index: key -> the values the indexing function returned
 KNATIVE_SERVICE, VIRTUAL_SERVICE, INFERENCE_SERVICE = "ksvc", "virtualservice", "isvc"
+#: Raw deployment mode's objects, each named like the ksvc (`{isvc}-predictor-default`).
+DEPLOYMENT, SERVICE, HPA = "deployment", "service", "hpa"
+RAW_KINDS = (DEPLOYMENT, SERVICE, HPA)
+PREDICTOR_KINDS = (KNATIVE_SERVICE, *RAW_KINDS)
 
 
 def key_of(body: Mapping[str, Any]) -> Key:
@@ -32,11 +36,12 @@ def key_of(body: Mapping[str, Any]) -> Key:
 
 
 def owner_of(kind: str, namespace: str, name: str, labels: Mapping[str, str]) -> Key | None:
-    """The isvc a Knative Service or VirtualService belongs to, by its label and name (our naming)."""
+    """The isvc a predictor object (ksvc, Deployment, Service, HPA) or VirtualService belongs to, by its
+    label and name (our naming)."""
     owner = labels.get(ISVC_LABEL)
     if owner is None:
         return None
-    expected = predictor_service_name(owner) if kind == KNATIVE_SERVICE else owner
+    expected = predictor_service_name(owner) if kind in PREDICTOR_KINDS else owner
     return (namespace, owner) if name == expected else None
 
 
@@ -67,6 +72,22 @@ class Indexes:
     virtual_services: Index
     service_accounts: Index  # (namespace, name) -> ServiceAccountSecrets
     config_maps: Index  # (namespace, name) -> the ConfigMap's data and uid
+    deployments: Index = field(default_factory=dict)
+    services: Index = field(default_factory=dict)
+    hpas: Index = field(default_factory=dict)
+    pods: Index = field(default_factory=dict)  # (namespace, isvc name) -> its pods' PodSummary
+
+    def of(self, kind: str) -> Index:
+        return {KNATIVE_SERVICE: self.knative_services, VIRTUAL_SERVICE: self.virtual_services,
+                DEPLOYMENT: self.deployments, SERVICE: self.services, HPA: self.hpas}[kind]
+
+
+@dataclass(frozen=True)
+class PodSummary:
+    """What the operator keeps of a predictor's pod: its name and a failed container (status.pod_failure)."""
+
+    name: str
+    failure: dict[str, str] | None
 
 
 @dataclass(frozen=True)
@@ -115,6 +136,15 @@ class Known:
 
     def virtual_service(self, key: Key) -> dict[str, Any] | None:
         return self._newest(VIRTUAL_SERVICE, self.indexes.virtual_services, key)
+
+    def predictor_object(self, kind: str, key: Key) -> dict[str, Any] | None:
+        """A ksvc, Deployment, Service or HPA by (namespace, name)."""
+        return self._newest(kind, self.indexes.of(kind), key)
+
+    def pod_failures(self, key: Key) -> list[dict[str, str]]:
+        """The failed containers of the isvc `key`'s pods, by pod name."""
+        pods = sorted(self.indexes.pods.get(key) or (), key=lambda pod: pod.name)
+        return [pod.failure for pod in pods if pod.failure is not None]
 
     def service_account(self, key: Key) -> ServiceAccountSecrets | None:
         return _one(self.indexes.service_accounts, key)

@@ -18,6 +18,7 @@ from kubernetes.client.exceptions import ApiException
 
 from .credentials import SecretSummary, summarize_secret
 from .ingress import ISTIO_GROUP, ISTIO_PLURAL, ISTIO_VERSION
+from .known import DEPLOYMENT, HPA, KNATIVE_SERVICE, SERVICE
 from .naming import (
     FIELD_MANAGER,
     GROUP,
@@ -66,6 +67,14 @@ class Kube(Protocol):
         """Server-side apply of the InferenceService's status subresource; the isvc as stored afterwards."""
         ...
 
+    def apply_raw_object(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply of a raw-mode predictor object (`kind`: deployment, service, hpa)."""
+        ...
+
+    def delete_predictor_object(self, kind: str, namespace: str, name: str) -> None:
+        """Delete the other mode's predictor object (`kind`: ksvc, deployment, service, hpa); gone is fine."""
+        ...
+
     def secret_summary(self, namespace: str, name: str) -> SecretSummary | None:
         """A Secret's key names and S3 annotations, never its values; None when it does not exist."""
         ...
@@ -81,6 +90,8 @@ class KubeApi:
     def __init__(self, client: kubernetes.client.ApiClient) -> None:
         self.custom = kubernetes.client.CustomObjectsApi(client)
         self.core = kubernetes.client.CoreV1Api(client)
+        self.apps = kubernetes.client.AppsV1Api(client)
+        self.autoscaling = kubernetes.client.AutoscalingV2Api(client)
 
     def apply_knative_service(self, ksvc: dict[str, Any]) -> dict[str, Any]:
         """Server-side apply; the apiserver writes nothing when our fields are already as desired."""
@@ -130,6 +141,38 @@ class KubeApi:
         try:
             self.custom.delete_namespaced_custom_object(
                 ISTIO_GROUP, ISTIO_VERSION, namespace, ISTIO_PLURAL, name)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def _raw_calls(self, kind: str) -> tuple[Any, Any]:
+        """(patch, delete) of a raw-mode kind, each answering the raw HTTP response."""
+        calls = {
+            DEPLOYMENT: (self.apps.patch_namespaced_deployment, self.apps.delete_namespaced_deployment),
+            SERVICE: (self.core.patch_namespaced_service, self.core.delete_namespaced_service),
+            HPA: (self.autoscaling.patch_namespaced_horizontal_pod_autoscaler,
+                  self.autoscaling.delete_namespaced_horizontal_pod_autoscaler),
+        }
+        return calls[kind]
+
+    def apply_raw_object(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply; the object as stored afterwards, as plain JSON (not the client's models)."""
+        metadata = body["metadata"]
+        patch = self._raw_calls(kind)[0]
+        response = patch(metadata["name"], metadata["namespace"], body, field_manager=FIELD_MANAGER,
+                         force=True, _content_type=APPLY, _preload_content=False)
+        try:
+            return json.loads(response.data)
+        finally:
+            response.release_conn()
+
+    def delete_predictor_object(self, kind: str, namespace: str, name: str) -> None:
+        try:
+            if kind == KNATIVE_SERVICE:
+                self.custom.delete_namespaced_custom_object(
+                    KNATIVE_GROUP, KNATIVE_VERSION, namespace, KNATIVE_PLURAL, name)
+            else:
+                self._raw_calls(kind)[1](name, namespace, _preload_content=False).release_conn()
         except ApiException as exc:
             if exc.status != 404:
                 raise

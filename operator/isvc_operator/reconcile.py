@@ -8,6 +8,9 @@ only what differs:
 - the ksvc is applied unless this process already applied the same desired object to its current
   generation (after a restart: applied once more, which the apiserver turns into no write);
 - the VirtualService (ingress mode istio) once the predictor is ready, removed in mode none;
+- in raw deployment mode (raw.py) instead of the ksvc: the Deployment, Service and HPA, each applied
+  the same way (an HPA no longer wanted is deleted), and the status from the Deployment and its Pods;
+- the other mode's objects (owned by this isvc) are deleted, so switching modes leaves nothing behind;
 - the status only when it differs from the stored one; events only for what matters (Ready transitions,
   render errors, a missing ConfigMap, the first failure in a row).
 
@@ -28,12 +31,28 @@ from kubernetes.client.exceptions import ApiException
 from .config import CONFIGMAP_NAME
 from .credentials import StorageCredentials, service_account_name, storage_credentials
 from .ingress import external_host, ingress_condition, ingress_urls, render_virtual_service
-from .known import INFERENCE_SERVICE, KNATIVE_SERVICE, VIRTUAL_SERVICE, Key, Known, key_of
+from .known import (
+    DEPLOYMENT,
+    INFERENCE_SERVICE,
+    KNATIVE_SERVICE,
+    RAW_KINDS,
+    VIRTUAL_SERVICE,
+    Key,
+    Known,
+    key_of,
+)
 from .kube import Kube, now
 from .metrics import observe_reconcile
 from .naming import predictor_service_name
+from .raw import deployment_mode, is_raw, render_raw
 from .render import RenderError, render_knative_service
-from .status import predictor_condition, propagate_status, ready_transition
+from .status import (
+    predictor_condition,
+    propagate_status,
+    raw_predictor_component,
+    raw_predictor_condition,
+    ready_transition,
+)
 from .traffic import Rollout, rolled_out, stored_rollout
 
 RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)  # by failures in a row
@@ -67,11 +86,15 @@ def _reconcile(isvc: dict[str, Any], known: Known, kube: Kube, logger: logging.L
     namespace, name = key
     _warn_config_problems(isvc, known, kube, logger)
     config = known.config
+    if is_raw(isvc, config):
+        return _reconcile_raw(isvc, known, kube, logger)
+    removed = _remove_owned(isvc, RAW_KINDS, known, kube)
     live = known.knative_service((namespace, predictor_service_name(name)))
     old_status = isvc.get("status") or {}
     rollout = rolled_out(old_status, live)
     render_error = None
     try:
+        deployment_mode(isvc, config)  # an annotation naming no mode is reported, not taken as Serverless
         credentials = _storage_credentials(namespace, isvc, known, kube)
         desired = render_knative_service(isvc, config, live=live, credentials=credentials, rollout=rollout)
     except RenderError as exc:
@@ -88,17 +111,81 @@ def _reconcile(isvc: dict[str, Any], known: Known, kube: Kube, logger: logging.L
         live = kube.apply_knative_service(desired)
         applied = live["metadata"].get("resourceVersion") != before
         known.wrote(KNATIVE_SERVICE, live)
-        known.applied[(KNATIVE_SERVICE, key)] = (desired, live["metadata"].get("generation"))
+        known.applied[(KNATIVE_SERVICE, key)] = (desired, _object_version(live))
     status, ingress_written = _status(isvc, live, render_error, rollout, known, kube, reconcile_ingress=True)
     if status != old_status:
         _write_status(isvc, old_status, status, render_error, known, kube, logger)
         status_written = True
-    if applied or status_written or ingress_written:
-        logger.info("reconciled %s/%s: ksvc %s, virtualservice %s, status %s", namespace, name,
-                    _written(applied), _written(ingress_written), _written(status_written))
+    if applied or status_written or ingress_written or removed:
+        logger.info("reconciled %s/%s: ksvc %s, virtualservice %s, status %s%s", namespace, name,
+                    _written(applied), _written(ingress_written), _written(status_written),
+                    ", raw-mode objects deleted" if removed else "")
         return "render_error" if render_error is not None else "changed"
     logger.debug("reconciled %s/%s: no changes", namespace, name)
     return "render_error" if render_error is not None else "unchanged"
+
+
+def _reconcile_raw(isvc: dict[str, Any], known: Known, kube: Kube, logger: logging.Logger) -> str:
+    """Raw deployment mode: Deployment, Service and HPA instead of the ksvc (which is deleted)."""
+    key = key_of(isvc)
+    namespace, name = key
+    predictor_key = (namespace, predictor_service_name(name))
+    old_status = isvc.get("status") or {}
+    render_error = None
+    try:
+        credentials = _storage_credentials(namespace, isvc, known, kube)
+        desired = render_raw(isvc, known.config, credentials=credentials)
+    except RenderError as exc:
+        desired, render_error = None, str(exc)
+    written = _remove_owned(isvc, (KNATIVE_SERVICE,), known, kube)
+    if desired is not None:
+        for kind in RAW_KINDS:
+            body = desired[kind]
+            if body is None:
+                written = _remove_owned(isvc, (kind,), known, kube) or written
+            else:
+                written = _apply_predictor_object(kind, body, predictor_key, known, kube) or written
+    status, ingress_written = _status(isvc, None, render_error, stored_rollout(old_status), known, kube,
+                                      reconcile_ingress=True, raw=True)
+    status_written = status != old_status
+    if status_written:
+        _write_status(isvc, old_status, status, render_error, known, kube, logger)
+    if written or status_written or ingress_written:
+        logger.info("reconciled %s/%s (raw): deployment/service/hpa %s, virtualservice %s, status %s",
+                    namespace, name, _written(written), _written(ingress_written), _written(status_written))
+        return "render_error" if render_error is not None else "changed"
+    logger.debug("reconciled %s/%s (raw): no changes", namespace, name)
+    return "render_error" if render_error is not None else "unchanged"
+
+
+def _apply_predictor_object(kind: str, desired: dict[str, Any], key: Key, known: Known, kube: Kube) -> bool:
+    """Server-side apply unless this process applied the same object to its current version; whether the
+    apiserver stored a change."""
+    live = known.predictor_object(kind, key)
+    if _already_applied(known, kind, key, desired, live):
+        return False
+    before = None if live is None else live["metadata"].get("resourceVersion")
+    live = kube.apply_raw_object(kind, desired)
+    known.wrote(kind, live)
+    known.applied[(kind, key)] = (desired, _object_version(live))
+    return live["metadata"].get("resourceVersion") != before
+
+
+def _remove_owned(isvc: dict[str, Any], kinds: tuple[str, ...], known: Known, kube: Kube) -> bool:
+    """Delete the predictor objects of these kinds that this isvc owns (the other mode's, or an HPA no
+    longer wanted); whether any was."""
+    namespace, name = key_of(isvc)
+    key = (namespace, predictor_service_name(name))
+    uid = isvc["metadata"].get("uid")
+    removed = False
+    for kind in kinds:
+        live = known.predictor_object(kind, key)
+        owners = [] if live is None else live["metadata"].get("ownerReferences") or []
+        if any(ref.get("uid") == uid for ref in owners):
+            kube.delete_predictor_object(kind, *key)
+            known.forget(kind, key)
+            removed = True
+    return removed
 
 
 def _written(flag: bool) -> str:
@@ -109,7 +196,14 @@ def _already_applied(known: Known, kind: str, key: Key, desired: dict[str, Any],
                      live: dict[str, Any] | None) -> bool:
     """This process applied `desired` and the object is still at the generation that apply gave it."""
     applied = known.applied.get((kind, key))
-    return live is not None and applied == (desired, live["metadata"].get("generation"))
+    return live is not None and applied == (desired, _object_version(live))
+
+
+def _object_version(live: dict[str, Any]) -> Any:
+    """Its generation (bumped by spec changes only); a Service has none: its resourceVersion."""
+    metadata = live["metadata"]
+    generation = metadata.get("generation")
+    return generation if generation is not None else metadata.get("resourceVersion")
 
 
 def _write_status(isvc: dict[str, Any], old: dict[str, Any], status: dict[str, Any], render_error: str | None,
@@ -123,17 +217,28 @@ def _write_status(isvc: dict[str, Any], old: dict[str, Any], status: dict[str, A
 
 
 def _status(isvc: dict[str, Any], live: dict[str, Any] | None, render_error: str | None, rollout: Rollout,
-            known: Known, kube: Kube, reconcile_ingress: bool = False) -> tuple[dict[str, Any], bool]:
-    """The isvc's status; with `reconcile_ingress`, the VirtualService is brought in line first."""
+            known: Known, kube: Kube, reconcile_ingress: bool = False,
+            raw: bool = False) -> tuple[dict[str, Any], bool]:
+    """The isvc's status; with `reconcile_ingress`, the VirtualService is brought in line first. `raw`:
+    the predictor is the Deployment (its Pods' failures) and the Service, not the ksvc `live`."""
     config = known.config
+    namespace, name = key_of(isvc)
+    service_host = f"{predictor_service_name(name)}.{namespace}.svc.cluster.local"
+    if raw:
+        deployment = known.predictor_object(DEPLOYMENT, (namespace, predictor_service_name(name)))
+        predictor = raw_predictor_condition(deployment, known.pod_failures((namespace, name)), render_error)
+        component: dict[str, Any] | None = raw_predictor_component(service_host, deployment)
+    else:
+        predictor, component = predictor_condition(live, render_error), None
     if config.ingress.mode != "istio":
         written = _remove_virtual_service(isvc, known, kube) if reconcile_ingress else False
-        return propagate_status(isvc, live, now(), render_error=render_error, rollout=rollout), written
-    predictor = predictor_condition(live, render_error)
+        return propagate_status(isvc, live, now(), render_error=render_error, rollout=rollout,
+                                predictor=predictor, component=component), written
     written, present, ingress_error = False, known.virtual_service(key_of(isvc)) is not None, None
     if reconcile_ingress:
         try:
-            written, present = _apply_virtual_service(isvc, live, predictor["status"] == "True", known, kube)
+            written, present = _apply_virtual_service(isvc, live, predictor["status"] == "True", known, kube,
+                                                      service_host if raw else None)
         except RenderError as exc:
             ingress_error = str(exc)
     metadata = isvc["metadata"]
@@ -144,12 +249,13 @@ def _status(isvc: dict[str, Any], live: dict[str, Any] | None, render_error: str
                    "message": ingress_error}
     urls = ingress_urls(isvc, config) if present else None
     status = propagate_status(isvc, live, now(), render_error=render_error, ingress=ingress,
-                              ingress_urls=urls, rollout=rollout)
+                              ingress_urls=urls, rollout=rollout, predictor=predictor, component=component)
     return status, written
 
 
 def _apply_virtual_service(isvc: dict[str, Any], ksvc: dict[str, Any] | None, predictor_ready: bool,
-                           known: Known, kube: Kube) -> tuple[bool, bool]:
+                           known: Known, kube: Kube,
+                           raw_service_host: str | None = None) -> tuple[bool, bool]:
     """Create the VirtualService once the predictor is ready; keep it as desired afterwards.
 
     Returns (written, present)."""
@@ -157,13 +263,13 @@ def _apply_virtual_service(isvc: dict[str, Any], ksvc: dict[str, Any] | None, pr
     live = known.virtual_service(key)
     if live is None and not predictor_ready:
         return False, False
-    desired = render_virtual_service(isvc, known.config, ksvc)
+    desired = render_virtual_service(isvc, known.config, ksvc, raw_service_host=raw_service_host)
     if _already_applied(known, VIRTUAL_SERVICE, key, desired, live):
         return False, True
     before = None if live is None else live["metadata"].get("resourceVersion")
     live = kube.apply_virtual_service(desired)
     known.wrote(VIRTUAL_SERVICE, live)
-    known.applied[(VIRTUAL_SERVICE, key)] = (desired, live["metadata"].get("generation"))
+    known.applied[(VIRTUAL_SERVICE, key)] = (desired, _object_version(live))
     return live["metadata"].get("resourceVersion") != before, True
 
 

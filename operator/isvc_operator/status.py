@@ -1,6 +1,8 @@
-"""The InferenceService's status, computed from its predictor's Knative Service: pure functions.
+"""The InferenceService's status, computed from its predictor's Knative Service (or, in raw deployment
+mode, its Deployment and Pods): pure functions.
 
-Conditions follow Knative's conventions: `PredictorReady` mirrors the ksvc's Ready condition,
+Conditions follow Knative's conventions: `PredictorReady` mirrors the ksvc's Ready condition (raw mode:
+the Deployment's availability, or the termination message of a pod's failing container),
 `IngressReady` says whether the isvc's URL routes to it, `Ready` is true only when both are.
 A condition keeps its lastTransitionTime while its status does not change, so recomputing the status
 of an unchanged object yields an identical dict (and the operator writes nothing).
@@ -27,9 +29,10 @@ def _condition(type_: str, status: str, reason: str = "", message: str = "") -> 
     return condition
 
 
-def _ksvc_ready(ksvc: dict[str, Any]) -> dict[str, Any] | None:
-    for condition in (ksvc.get("status") or {}).get("conditions") or []:
-        if condition.get("type") == "Ready":
+def _status_condition(body: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    """The condition `type_` of an object's status (a ksvc's, a Deployment's)."""
+    for condition in (body.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == type_:
             return condition
     return None
 
@@ -45,12 +48,69 @@ def predictor_condition(ksvc: dict[str, Any] | None, render_error: str | None = 
     if generation is not None and status.get("observedGeneration") != generation:
         return _condition(PREDICTOR_READY, UNKNOWN, "PredictorReconciling",
                           "Knative has not yet observed the latest predictor spec")
-    ready = _ksvc_ready(ksvc)
+    ready = _status_condition(ksvc, "Ready")
     if ready is None:
         return _condition(PREDICTOR_READY, UNKNOWN, "PredictorReconciling",
                           "the predictor's Knative Service reports no Ready condition yet")
     status_value = ready.get("status") if ready.get("status") in (TRUE, FALSE) else UNKNOWN
     return _condition(PREDICTOR_READY, status_value, ready.get("reason", ""), ready.get("message", ""))
+
+
+def pod_failure(pod: dict[str, Any]) -> dict[str, str] | None:
+    """A container of the pod that terminated with an error (now, or before its restart): which, and its
+    termination message, as the kubelet reports it; None when none did. Init containers come first: a bad
+    storageUri fails the storage initializer before the runtime starts."""
+    status = pod.get("status") or {}
+    for kind in ("initContainerStatuses", "containerStatuses"):
+        for container in status.get(kind) or []:
+            state = container.get("state") or {}
+            terminated = state.get("terminated")
+            if terminated is None and "waiting" in state:
+                terminated = (container.get("lastState") or {}).get("terminated")
+            if terminated and terminated.get("exitCode", 0) != 0:
+                message = (terminated.get("message") or "").strip() or terminated.get("reason") or "Error"
+                return {"container": str(container.get("name", "")),
+                        "reason": terminated.get("reason") or "Error", "message": message,
+                        "exitCode": str(terminated.get("exitCode"))}
+    return None
+
+
+def raw_predictor_condition(deployment: dict[str, Any] | None, failures: list[dict[str, str]],
+                            render_error: str | None = None) -> dict[str, str]:
+    """PredictorReady in raw mode, from the Deployment and the failures of its pods (`pod_failure`)."""
+    if render_error is not None:
+        return _condition(PREDICTOR_READY, FALSE, "RenderFailed", render_error)
+    if deployment is None:
+        return _condition(PREDICTOR_READY, UNKNOWN, "PredictorDeploymentMissing",
+                          "the predictor's Deployment does not exist yet")
+    status = deployment.get("status") or {}
+    generation = (deployment.get("metadata") or {}).get("generation")
+    available = _status_condition(deployment, "Available") or {}
+    if available.get("status") == TRUE and (status.get("readyReplicas") or 0) > 0 and not failures \
+            and (generation is None or status.get("observedGeneration") == generation):
+        return _condition(PREDICTOR_READY, TRUE)
+    if failures:
+        failure = failures[0]
+        return _condition(PREDICTOR_READY, FALSE, "ContainerFailed",
+                          f"container {failure['container']} terminated ({failure['reason']}, exit code"
+                          f" {failure['exitCode']}): {failure['message']}")
+    progressing = _status_condition(deployment, "Progressing") or {}
+    if progressing.get("status") == FALSE:
+        return _condition(PREDICTOR_READY, FALSE, progressing.get("reason", "ProgressFailed"),
+                          progressing.get("message", ""))
+    if generation is not None and status.get("observedGeneration") != generation:
+        return _condition(PREDICTOR_READY, UNKNOWN, "PredictorReconciling",
+                          "the Deployment controller has not yet observed the latest predictor spec")
+    return _condition(PREDICTOR_READY, UNKNOWN, "PredictorNotReady",
+                      f"{status.get('readyReplicas') or 0} of {status.get('replicas') or 0} replicas ready")
+
+
+def raw_predictor_component(service_host: str, deployment: dict[str, Any] | None) -> dict[str, Any]:
+    """`components.predictor` in raw mode: the Service's cluster-local URL once the Deployment exists."""
+    if deployment is None:
+        return {}
+    url = f"http://{service_host}"
+    return {"url": url, "address": {"url": url}}
 
 
 def ingress_condition(predictor: dict[str, str], ingress: dict[str, str] | None = None) -> dict[str, str]:
@@ -120,8 +180,13 @@ def propagate_status(
     ingress: dict[str, str] | None = None,
     ingress_urls: tuple[str, str] | None = None,
     rollout: Rollout | None = None,
+    predictor: dict[str, str] | None = None,
+    component: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The isvc's full status from its ksvc (None: not created yet); `now` stamps new transitions.
+
+    In raw mode `predictor` and `component` (raw_predictor_condition, raw_predictor_component) replace
+    what the ksvc would say.
 
     `ingress` is the IngressReady condition of an ingress the operator owns (mode `istio`); then the
     URLs are `ingress_urls` (the top-level host) once it routes, and absent before. Without `ingress`
@@ -130,7 +195,8 @@ def propagate_status(
     previous = isvc.get("status") or {}
     if rollout is None:
         rollout = rolled_out(previous, ksvc)
-    predictor = predictor_condition(ksvc, render_error)
+    if predictor is None:
+        predictor = predictor_condition(ksvc, render_error)
     ingress_ready = ingress_condition(predictor, ingress)
     conditions = [ingress_ready, predictor, ready_condition([predictor, ingress_ready])]
     conditions.sort(key=lambda condition: condition["type"])
@@ -138,7 +204,8 @@ def propagate_status(
         "observedGeneration": isvc["metadata"].get("generation", 0),
         "conditions": _with_transition_times(conditions, previous.get("conditions") or [], now),
     }
-    component = predictor_component(ksvc, rollout)
+    if component is None:
+        component = predictor_component(ksvc, rollout)
     if component:
         status["components"] = {"predictor": component}
     if ingress is not None:

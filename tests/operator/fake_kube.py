@@ -1,8 +1,9 @@
 """FakeCluster: an in-memory fake of the `Kube` protocol and of kopf's watches, for unit tests only.
 
-It is not a Kubernetes: it stores InferenceServices, Knative Services, VirtualServices, ServiceAccounts,
-Secrets and the operator's ConfigMap as plain dicts with resourceVersions (one counter, like etcd's
-revision) and generations (bumped when `spec` changes), applies the operator's writes the way server-side
+It is not a Kubernetes: it stores InferenceServices, Knative Services, VirtualServices, raw mode's
+Deployments, Services, HPAs and Pods, ServiceAccounts, Secrets and the operator's ConfigMap as plain
+dicts with resourceVersions (one counter, like etcd's revision) and generations (bumped when `spec`
+changes), applies the operator's writes the way server-side
 apply does for the fields the operator owns (a write that changes nothing keeps the resourceVersion), and
 records every change as a watch event. Watch events reach the indexes only when a test delivers them
 (`deliver`), through the operator's own indexing functions (handlers.py), so a test chooses when the
@@ -23,8 +24,13 @@ from isvc_operator import handlers
 from isvc_operator.config import CONFIGMAP_NAME, DEFAULT_NAMESPACE
 from isvc_operator.credentials import SecretSummary, summarize_secret
 from isvc_operator.known import (
+    DEPLOYMENT,
+    HPA,
     INFERENCE_SERVICE,
     KNATIVE_SERVICE,
+    PREDICTOR_KINDS,
+    RAW_KINDS,
+    SERVICE,
     VIRTUAL_SERVICE,
     Indexes,
     Key,
@@ -32,6 +38,7 @@ from isvc_operator.known import (
     key_of,
     owner_of,
 )
+from isvc_operator.naming import ISVC_LABEL
 from kubernetes.client.exceptions import ApiException
 
 
@@ -40,11 +47,15 @@ def copy_of(body: Any) -> Any:
     return pickle.loads(pickle.dumps(body, pickle.HIGHEST_PROTOCOL))
 
 
-SERVICE_ACCOUNT, SECRET, CONFIG_MAP = "serviceaccount", "secret", "configmap"
+SERVICE_ACCOUNT, SECRET, CONFIG_MAP, POD = "serviceaccount", "secret", "configmap", "pod"
 INDEXERS: dict[str, Callable[..., dict[Key, Any]]] = {
     INFERENCE_SERVICE: handlers.inferenceservices,
     KNATIVE_SERVICE: handlers.predictor_services,
     VIRTUAL_SERVICE: handlers.virtual_services,
+    DEPLOYMENT: handlers.predictor_deployments,
+    SERVICE: handlers.predictor_k8s_services,
+    HPA: handlers.predictor_hpas,
+    POD: handlers.predictor_pods,
     SERVICE_ACCOUNT: handlers.service_accounts,
     CONFIG_MAP: handlers.operator_config_maps,
 }
@@ -116,6 +127,9 @@ class FakeCluster:
 
     def index(self, event: WatchEvent) -> None:
         key = key_of(event.body)
+        if event.kind == POD:  # kopf's index of pods is by isvc: one value per pod under one key
+            self._index_pod(event)
+            return
         if event.type == "DELETED":
             self.indexes[event.kind].pop(key, None)
             return
@@ -125,13 +139,24 @@ class FakeCluster:
             value = indexer(namespace=key[0], name=key[1], body=event.body, meta=metadata)
             self.indexes[event.kind][key] = [value[key]]
 
+    def _index_pod(self, event: WatchEvent) -> None:
+        metadata = event.body["metadata"]
+        labels = metadata.get("labels") or {}
+        [(owner, summary)] = handlers.predictor_pods(namespace=metadata["namespace"], name=metadata["name"],
+                                                      body=event.body, labels=labels).items()
+        others = [pod for pod in self.indexes[POD].get(owner, []) if pod.name != metadata["name"]]
+        self.indexes[POD][owner] = others if event.type == "DELETED" else [*others, summary]
+
     def concerned(self, event: WatchEvent, known: Known) -> list[Key]:
         key = key_of(event.body)
-        if event.type == "DELETED" and event.kind in (INFERENCE_SERVICE, KNATIVE_SERVICE, VIRTUAL_SERVICE):
+        if event.type == "DELETED" and event.kind in (INFERENCE_SERVICE, VIRTUAL_SERVICE, *PREDICTOR_KINDS):
             known.forget(event.kind, key)
         if event.kind == INFERENCE_SERVICE:
             return [] if event.type == "DELETED" else [key]
-        if event.kind in (KNATIVE_SERVICE, VIRTUAL_SERVICE):
+        if event.kind == POD:
+            owner = (key[0], (event.body["metadata"].get("labels") or {}).get(ISVC_LABEL, ""))
+            return [owner] if owner in self.indexes[INFERENCE_SERVICE] else []
+        if event.kind in (VIRTUAL_SERVICE, *PREDICTOR_KINDS):
             owner = owner_of(event.kind, *key, event.body["metadata"].get("labels") or {})
             return [owner] if owner in self.indexes[INFERENCE_SERVICE] else []
         if event.kind == SERVICE_ACCOUNT:
@@ -153,7 +178,8 @@ class FakeCluster:
         """What a freshly started operator knows: these indexes, no memory."""
         return Known(Indexes(self.indexes[INFERENCE_SERVICE], self.indexes[KNATIVE_SERVICE],
                              self.indexes[VIRTUAL_SERVICE], self.indexes[SERVICE_ACCOUNT],
-                             self.indexes[CONFIG_MAP]), namespace)
+                             self.indexes[CONFIG_MAP], self.indexes[DEPLOYMENT], self.indexes[SERVICE],
+                             self.indexes[HPA], self.indexes[POD]), namespace)
 
     def put_config(self, data: dict[str, str], namespace: str = DEFAULT_NAMESPACE) -> None:
         self.put(CONFIG_MAP, {"apiVersion": "v1", "kind": "ConfigMap",
@@ -198,6 +224,15 @@ class FakeCluster:
     def delete_virtual_service(self, namespace: str, name: str) -> None:
         self._call("delete_virtual_service")
         self.remove(VIRTUAL_SERVICE, (namespace, name))
+
+    def apply_raw_object(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+        assert kind in RAW_KINDS, kind
+        self._call(f"apply_{kind}")
+        return self._apply(kind, body)
+
+    def delete_predictor_object(self, kind: str, namespace: str, name: str) -> None:
+        self._call(f"delete_{kind}")
+        self.remove(kind, (namespace, name))
 
     def apply_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
         self._call("apply_status")

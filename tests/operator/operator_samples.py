@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,3 +19,11 @@ def load_sample(name: str, namespace: str = "kfserving-test") -> dict[str, Any]:
     isvc["metadata"].update({"namespace": namespace, "uid": "0b9a5c1e-2f4d-4e8a-9c57-7d1f1b0e6a42",
                              "generation": 1})
     return isvc
+
+
+def assert_golden(rendered: dict[str, Any], name: str) -> None:
+    """`rendered` is golden/`name` (with UPDATE_GOLDEN=1: becomes it; review the diff)."""
+    golden = GOLDEN / name
+    if os.environ.get("UPDATE_GOLDEN"):
+        golden.write_text(yaml.safe_dump(rendered, sort_keys=True))
+    assert rendered == yaml.safe_load(golden.read_text())

@@ -65,7 +65,12 @@ def test_every_cel_rule_message_names_its_field() -> None:
         assert path.startswith(named) or named.startswith(path) or path == "", (path, message)
 
 
-def test_cluster_role_has_no_wildcards_reads_secrets_by_name_only_and_deletes_only_virtualservices() -> None:
+DELETABLE = [(["networking.istio.io"], ["virtualservices"]), (["serving.knative.dev"], ["services"]),
+             (["apps"], ["deployments"]), ([""], ["services"]),
+             (["autoscaling"], ["horizontalpodautoscalers"])]
+
+
+def test_cluster_role_has_no_wildcards_reads_secrets_by_name_only_and_deletes_only_what_it_creates() -> None:
     manifests = documents(ROOT / "deploy" / "operator.yaml")
     rules = [rule for doc in manifests if doc["kind"] in ("ClusterRole", "Role") for rule in doc["rules"]]
     for rule in rules:
@@ -75,7 +80,9 @@ def test_cluster_role_has_no_wildcards_reads_secrets_by_name_only_and_deletes_on
             assert rule["resources"] == ["secrets"] and rule["verbs"] == ["get"], rule
         assert "deletecollection" not in rule["verbs"], rule
         if "delete" in rule["verbs"]:
-            assert rule["apiGroups"] == ["networking.istio.io"] and rule["resources"] == ["virtualservices"]
+            assert "create" in rule["verbs"] and (rule["apiGroups"], rule["resources"]) in DELETABLE, rule
+        if rule["resources"] == ["pods"]:
+            assert rule["verbs"] == ["get", "list", "watch"], rule
 
 
 def test_operator_deployment_is_non_root_read_only_with_kopf_liveness_probe() -> None:
