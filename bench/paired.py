@@ -150,7 +150,7 @@ def run(
         sides[side].server.start()
     results: dict[int, list[Round]] = {c: [] for c in concurrencies}
     try:
-        for side in names:
+        for side in sorted(names, key=lambda name: name in optional):  # the required sides first
             try:
                 sides[side].server.wait_first_answer(
                     sides[side].path,
