@@ -83,10 +83,14 @@ test: setup cluster node images-local prometheus clients-venv
 	$(PY) -m pytest tests e2e
 
 # TorchServe vs our runtime, side by side (~10 min); BENCH_ARGS=--quick for a short development run.
+# Then the peers (issue 18): KServe 0.21 as a second anchor on MNIST (~8 min) and ResNet-18 against
+# TorchServe and KServe with the in-process ceiling (~10 min); PEERS_ARGS=--quick smoke-runs them.
 bench: setup
 	$(PY) bench/serving_bench.py $(BENCH_ARGS)
 	$(PY) bench/explain_bench.py
 	$(PY) bench/throughput_bench.py
+	$(PY) bench/kserve_bench.py $(PEERS_ARGS)
+	$(PY) bench/resnet_bench.py $(PEERS_ARGS)
 
 images:
 	$(DOCKER) build --target runtime -t $(RUNTIME_IMAGE) .

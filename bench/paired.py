@@ -1,11 +1,12 @@
-"""Paired measurement of two servers: both up side by side, the load alternating between them in rounds.
+"""Paired measurement of servers: all up side by side, the load alternating between them in rounds.
 
 On a shared machine whose own speed drifts by 20% and more within minutes, two servers measured one after
 the other differ by that drift as much as by their code. Here every round measures both, one right after
 the other (ours first in even rounds, TorchServe first in odd ones), so each round gives one pair taken
 under the same conditions, and a ratio is the median of the per-round ratios. Used by
 bench/explain_bench.py and bench/throughput_bench.py; the idle server of a pair uses no measurable CPU
-(0.05 CPU-seconds in 30 s for TorchServe's best setup, 0.06 for ours).
+(0.05 CPU-seconds in 30 s for TorchServe's best setup, 0.06 for ours). More than two sides (the peers
+benches: ours, TorchServe and KServe setups) rotate the order each round the same way.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ import argparse
 import json
 import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import serving_load
+import serving_memory
 import serving_procs
 import serving_report
 
@@ -63,10 +65,11 @@ def metric(rounds: Sequence[Round], name: str) -> list[dict[str, float]]:
     return [{side: float(getattr(point, name)) for side, point in pair.items()} for pair in rounds]
 
 
-def round_order(index: int) -> tuple[str, str]:
-    """Which side goes first in round ``index``: alternating, so neither always runs on a warm cache
-    or right after the other's load."""
-    return SIDES if index % 2 == 0 else SIDES[::-1]
+def round_order(index: int, sides: Sequence[str] = SIDES) -> tuple[str, ...]:
+    """The order of the sides in round ``index``: rotated by one each round (for two sides: alternating),
+    so none always runs on a warm cache or right after the same other's load."""
+    shift = index % len(sides)
+    return (*sides[shift:], *sides[:shift])
 
 
 def arguments(description: str, *, rounds: int, seconds: float, warmup: float) -> argparse.ArgumentParser:
@@ -128,33 +131,69 @@ def run(
     warmup: float,
     warmup_connections: int,
     log: Callable[[str], None],
+    memory: dict[str, dict[str, float]] | None = None,
+    on_ready: Callable[[], None] | None = None,
+    start_timeout: float = 180.0,
+    optional: Collection[str] = (),
 ) -> dict[int, list[Round]]:
-    """Start both servers, check each one's first answer, warm each up, then for every concurrency run
-    ``rounds`` alternating rounds of ``seconds`` per side; stop both (also on failure)."""
-    for side in SIDES:
+    """Start every side's server, check each one's first answer, warm each up, then for every concurrency
+    run ``rounds`` rotating rounds of ``seconds`` per side; stop them all (also on failure).
+
+    With ``memory`` (a dict to fill), each side's PSS in MiB (bench/serving_memory.py) is recorded: under
+    ``"idle"`` after all warm-ups, and under ``"cN"`` the peak sampled during its loads at concurrency N.
+    ``start_timeout``: seconds from launch to each first answer (all start at once, so many big servers
+    need more than the default). ``on_ready`` runs once every server has answered, before the warm-ups
+    (e.g. to compare answers). A side in ``optional`` (a candidate setup) that does not answer in time is
+    stopped and left out of the rounds, where any other side's failure stops the run."""
+    names = tuple(sides)
+    for side in names:
         sides[side].server.start()
     results: dict[int, list[Round]] = {c: [] for c in concurrencies}
     try:
-        for side in SIDES:
-            sides[side].server.wait_first_answer(
-                sides[side].path, sides[side].body.read_bytes(), accept=sides[side].accept
-            )
+        for side in sorted(names, key=lambda name: name in optional):  # the required sides first
+            try:
+                sides[side].server.wait_first_answer(
+                    sides[side].path,
+                    sides[side].body.read_bytes(),
+                    accept=sides[side].accept,
+                    timeout=start_timeout,
+                )
+            except RuntimeError as failure:
+                if side not in optional:
+                    raise
+                log(f"{side} left out, it did not start: {str(failure)[:500]}")
+                sides[side].server.stop()
+        names = tuple(side for side in names if sides[side].server in serving_procs.running())
+        if on_ready is not None:
+            on_ready()
+        for side in names:
             serving_load.run_wrk(
                 wrk, sides[side].url, sides[side].body, connections=warmup_connections, seconds=warmup
             )
+        if memory is not None:
+            time.sleep(1.0)  # let the warm-up's last answers and buffers settle
+            for side in names:
+                memory.setdefault(side, {})["idle"] = serving_memory.server_pss_mib(sides[side].server)
         for concurrency in concurrencies:
             for index in range(rounds):
                 pair: Round = {}
-                for side in round_order(index):
-                    pair[side] = serving_load.run_wrk(
-                        wrk, sides[side].url, sides[side].body, connections=concurrency, seconds=seconds
-                    )
+                for side in round_order(index, names):
+                    pss = serving_memory.PeakPss(sides[side].server, active=memory is not None)
+                    with pss:
+                        pair[side] = serving_load.run_wrk(
+                            wrk, sides[side].url, sides[side].body, connections=concurrency, seconds=seconds
+                        )
+                    if memory is not None:
+                        seen = memory[side].get(f"c{concurrency}", 0.0)
+                        memory[side][f"c{concurrency}"] = max(seen, pss.peak)
                 results[concurrency].append(pair)
-                ours, ts = pair["ours"], pair["torchserve"]
                 log(
-                    f"  c{concurrency} round {index + 1}: ours {ours.rps:.0f} req/s,"
-                    f" p50 {ours.p50_ms:.2f} ms, p99 {ours.p99_ms:.1f} ms; TorchServe {ts.rps:.0f} req/s,"
-                    f" p50 {ts.p50_ms:.2f} ms, p99 {ts.p99_ms:.1f} ms"
+                    f"  c{concurrency} round {index + 1}: "
+                    + "; ".join(
+                        f"{side} {point.rps:.0f} req/s, p50 {point.p50_ms:.2f} ms, p99 {point.p99_ms:.1f} ms"
+                        + (f", {point.errors} err" if point.errors else "")
+                        for side, point in pair.items()
+                    )
                 )
     finally:
         left = serving_procs.stop_all()

@@ -178,12 +178,14 @@ def ts_config(
     max_batch_delay_ms: int = 10,
     workers: int = 1,
     job_queue_size: int = 10,
+    model_name: str = "mnist",
 ) -> tuple[str, int]:
     """The seed's config.properties for TorchServe on free loopback ports, with the KServe v1 envelope
     (what KServe's TorchServe predictor sets); returns (text, inference port)."""
     builder = load_module(MNIST_DIR / "build_model_store.py", "bench_build_model_store")
     ports = [free_port() for _ in range(5)]
     text = builder.config_properties(
+        model_name=model_name,
         model_store=str(ts_store),
         inference_port=ports[0],
         management_port=ports[1],
@@ -202,7 +204,7 @@ def ts_config(
 
 
 def torchserve_server(
-    name: str, work: Path, ts_store: Path, *, env: dict[str, str], **config: int
+    name: str, work: Path, ts_store: Path, *, env: dict[str, str], **config: Any
 ) -> serving_procs.Server:
     run_dir = work / name
     (run_dir / "tmp").mkdir(parents=True)

@@ -1,9 +1,13 @@
-"""The in-process ceiling: the MNIST model's own forward speed, with no server in the way.
+"""The in-process ceiling: the model's own speed, with no server in the way.
 
     python bench/serving_ceiling.py --threads 1 --batch 1 --seconds 3
+    python bench/serving_ceiling.py --workload resnet18 --weights W.pt --jpeg IMAGE.jpg --threads 2 --batch 8
 
 prints one JSON object: images per second for ``--batch`` images per forward on ``--threads``
-intra-op threads (eval mode, ``torch.inference_mode``, the example's weights, real held-out digits).
+intra-op threads (eval mode, ``torch.inference_mode``). MNIST: the forward alone, the example's weights,
+real held-out digits. ResNet-18 (bench/resnet_workload.py): what a server must do per image besides the
+protocol, i.e. decode the JPEG, resize, crop and normalise as TorchServe's ``image_classifier`` does,
+then the forward and the softmax.
 """
 
 from __future__ import annotations
@@ -50,6 +54,42 @@ def images_per_second(threads: int, batch: int, seconds: float) -> float:
     return done / elapsed
 
 
+def resnet_images_per_second(threads: int, batch: int, seconds: float, weights: Path, jpeg: Path) -> float:
+    import io
+
+    import torch
+    from PIL import Image
+    from torchvision import models, transforms
+
+    torch.set_num_threads(threads)
+    net = models.resnet18()
+    net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    net.eval()
+    processing = transforms.Compose(
+        [
+            transforms.Resize(256),
+            transforms.CenterCrop(224),
+            transforms.ToTensor(),
+            transforms.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]),
+        ]
+    )
+    encoded = jpeg.read_bytes()
+
+    def step() -> None:
+        images = [processing(Image.open(io.BytesIO(encoded)).convert("RGB")) for _ in range(batch)]
+        torch.softmax(net(torch.stack(images)), dim=1)
+
+    with torch.inference_mode():
+        for _ in range(3):
+            step()
+        done = 0
+        started = time.perf_counter()
+        while (elapsed := time.perf_counter() - started) < seconds:
+            step()
+            done += batch
+    return done / elapsed
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -57,8 +97,14 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--workload", choices=["mnist", "resnet18"], default="mnist")
+    parser.add_argument("--weights", type=Path, help="resnet18: the state dict")
+    parser.add_argument("--jpeg", type=Path, help="resnet18: the image decoded for every row")
     args = parser.parse_args()
-    rate = images_per_second(args.threads, args.batch, args.seconds)
+    if args.workload == "resnet18":
+        rate = resnet_images_per_second(args.threads, args.batch, args.seconds, args.weights, args.jpeg)
+    else:
+        rate = images_per_second(args.threads, args.batch, args.seconds)
     print(json.dumps({"threads": args.threads, "batch": args.batch, "images_per_s": rate}))
     return 0
 

@@ -38,9 +38,9 @@ def ts_bin(name: str) -> Path:
     return Path(TS_BIN_DIR) / name if TS_BIN_DIR else TS_VENV / "bin" / name
 
 
-def _ts_site_packages() -> Path:
+def _site_packages(python: Path) -> Path:
     out = subprocess.run(
-        [str(ts_python()), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
         check=True,
         capture_output=True,
         text=True,
@@ -48,21 +48,26 @@ def _ts_site_packages() -> Path:
     return Path(out.stdout.strip())
 
 
-def _ts_versions() -> dict[str, str]:
-    """Where ``ts`` is imported from in the bench venv, and the installed versions."""
-    if not ts_python().is_file():
+def _probe(python: Path, code: str) -> dict[str, str]:
+    """The JSON object ``code`` prints when run by ``python``; empty when that fails or is missing."""
+    if not python.is_file():
         return {}
-    probe = (
-        "import importlib.metadata as m, ts, torch, captum, json;"
-        "print(json.dumps({'ts_file': ts.__file__, 'torchserve': m.version('torchserve'),"
-        "'archiver': m.version('torch-model-archiver'), 'torch': torch.__version__}))"
-    )
-    out = subprocess.run([str(ts_python()), "-c", probe], capture_output=True, text=True)
+    out = subprocess.run([str(python), "-c", code], capture_output=True, text=True)
     if out.returncode != 0:
         return {}
     import json
 
     return json.loads(out.stdout)
+
+
+def _ts_versions() -> dict[str, str]:
+    """Where ``ts`` is imported from in the bench venv, and the installed versions."""
+    probe = (
+        "import importlib.metadata as m, ts, torch, captum, json;"
+        "print(json.dumps({'ts_file': ts.__file__, 'torchserve': m.version('torchserve'),"
+        "'archiver': m.version('torch-model-archiver'), 'torch': torch.__version__}))"
+    )
+    return _probe(ts_python(), probe)
 
 
 def torchserve_ready() -> bool:
@@ -94,7 +99,7 @@ def ensure_torchserve(log: object = print) -> dict[str, str]:
     if not ts_python().is_file():
         subprocess.run([sys.executable, "-m", "venv", str(TS_VENV)], check=True)
     project_site = Path(sysconfig.get_paths()["purelib"])
-    (_ts_site_packages() / PTH_NAME).write_text(f"{project_site}\n")
+    (_site_packages(ts_python()) / PTH_NAME).write_text(f"{project_site}\n")
     subprocess.run(
         [
             str(ts_python()),
@@ -129,3 +134,62 @@ def ensure_wrk(log: object = print) -> str:
     if found is None:
         raise RuntimeError("wrk is not installed and apt-get could not install it")
     return found
+
+
+# ------------------------------------------------------------------------------------------ KServe
+# KServe 0.21's Python model server, the second anchor, in bench/.venv-kserve (git-ignored). kserve pins
+# protobuf<7, grpcio and pandas that fight the project venv, so pip resolves kserve's own closure into an
+# empty venv first; only then does a ``.pth`` line append the project venv's site-packages, so torch and
+# torchvision (several GB) are imported from there instead of downloaded again, while everything kserve
+# installed (its protobuf, numpy, fastapi, uvicorn...) comes first on sys.path. The order matters: a
+# ``.pth`` written before the install would show pip the project's packages as installed ones to replace.
+KSERVE_VENV = BENCH_DIR / ".venv-kserve"
+KSERVE_VERSION = "0.21.0"
+
+
+def kserve_python() -> Path:
+    return KSERVE_VENV / "bin" / "python"
+
+
+def _kserve_versions() -> dict[str, str]:
+    probe = (
+        "import importlib.metadata as m, json, kserve, torch, torchvision;"
+        "print(json.dumps({'kserve_file': kserve.__file__, 'kserve': m.version('kserve'),"
+        "'torch': torch.__version__, 'torch_file': torch.__file__}))"
+    )
+    return _probe(kserve_python(), probe)
+
+
+def kserve_ready() -> bool:
+    info = _kserve_versions()
+    return (
+        bool(info)
+        and info["kserve"] == KSERVE_VERSION
+        and Path(info["kserve_file"]).resolve().is_relative_to(KSERVE_VENV.resolve())
+    )
+
+
+def ensure_kserve(log: object = print) -> dict[str, str]:
+    """Create (or rebuild) ``bench/.venv-kserve``; return what it imports (versions, paths)."""
+    if kserve_ready():
+        return _kserve_versions()
+    log(f"installing KServe {KSERVE_VERSION} into {KSERVE_VENV.relative_to(REPO_ROOT)} (minutes) ...")  # type: ignore[operator]
+    shutil.rmtree(KSERVE_VENV, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "venv", str(KSERVE_VENV)], check=True)
+    subprocess.run(
+        [
+            str(kserve_python()),
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            f"kserve=={KSERVE_VERSION}",
+        ],
+        check=True,
+    )
+    project_site = Path(sysconfig.get_paths()["purelib"])
+    (_site_packages(kserve_python()) / PTH_NAME).write_text(f"{project_site}\n")
+    if not kserve_ready():
+        raise RuntimeError(f"{KSERVE_VENV} does not import KServe {KSERVE_VERSION} with torch")
+    return _kserve_versions()

@@ -23,6 +23,7 @@ class Point:
     p99_ms: float
     errors: int  # HTTP >= 400 responses (wrk's "Non-2xx or 3xx") plus socket errors and timeouts
     status_errors: int
+    mean_ms: float = 0.0  # mean latency of all answers
 
     def as_dict(self) -> dict[str, float | int]:
         return asdict(self)
@@ -45,6 +46,7 @@ def parse_wrk_output(stdout: str) -> Point:
         p99_ms=raw["p99_us"] / 1000.0,
         errors=raw["status_errors"] + socket_errors,
         status_errors=raw["status_errors"],
+        mean_ms=float(raw.get("mean_us", 0.0)) / 1000.0,
     )
 
 

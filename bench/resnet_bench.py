@@ -1,0 +1,292 @@
+"""ResNet-18, a compute-bound workload, paired: ours vs TorchServe and KServe, the in-process ceiling, memory.
+
+    .venv/bin/python bench/resnet_bench.py [--rounds 3] [--seconds 5] [--quick]
+
+bench/resnet_workload.py makes the workload here (seeded random weights, made-up labels, 224x224 JPEGs,
+cached outside the repository) and one archive with TorchServe's stock ``image_classifier`` handler, which
+TorchServe 0.12.0 and our runtime both serve; KServe 0.21 serves the same weights through a ``kserve.Model``
+doing the same preprocessing (bench/kserve_anchor/server.py). All setups are up side by side and the load
+rotates among them in rounds (bench/paired.py), v1 at c1, c8 and c32 with one JPEG:
+
+- ours default (no flags) and ours tuned (``RESNET_TUNED_ARGS``: batching, every core for torch);
+- TorchServe: its defaults (the seed's config.properties: 1 worker, job_queue_size 10), 1 worker with a queue
+  that does not refuse (1000), and 2 workers with ``OMP_NUM_THREADS=1``;
+- KServe: its defaults (1 process) and ``--workers 2`` with ``OMP_NUM_THREADS=1``.
+
+Before the load, every image's answer of ours is compared with TorchServe's on the same archive (and
+KServe's, reported): every probability within 1e-4, the order only where neighbours differ by more
+(bench/resnet_workload.compare_answers). The ceiling: decode + resize + forward in-process, at batch 1 and
+at the best batch size, on all cores (bench/serving_ceiling.py), measured in the same run before the servers.
+
+Ratios: ``resnet_best_c32_ratio`` (ours tuned / the best error-free peer setup, req/s at c32, median of the
+per-round ratios), ``resnet_ceiling_fraction`` (ours tuned c32 / ceiling), ``resnet_p99_over_mean`` (ours
+tuned at c32: p99 over its mean latency), and PSS of ours vs each peer's default. Writes its section of
+bench/results.md (unless --no-results); the LAST line is one JSON object. Exits 1 when the answers differ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import paired
+import peers
+import resnet_workload
+import serving_bench
+import serving_env
+import serving_procs
+
+BENCH_DIR = Path(__file__).resolve().parent
+RESULTS_MD = BENCH_DIR / "results.md"
+SECTION_BEGIN = "<!-- resnet-bench:begin (written by bench/resnet_bench.py; replaced every run) -->"
+SECTION_END = "<!-- resnet-bench:end -->"
+CPUS = len(os.sched_getaffinity(0))
+# Batching across requests and intra-op threads on every core; the batch stays small, since one ResNet-18
+# image already takes ~25 ms of a core and a larger batch only adds waiting.
+RESNET_TUNED_ARGS = ("--batch-size", "8", "--max-batch-delay", "10", "--torch-threads", str(CPUS))
+OURS_PATH = KSERVE_PATH = f"/v1/models/{resnet_workload.MODEL_NAME}:predict"
+TS_PATH = f"/predictions/{resnet_workload.MODEL_NAME}"
+PEERS = ("ts_default", "ts_w1", "ts_w2_omp1", "kserve_default", "kserve_w2_omp1")
+log = serving_bench.log
+
+
+def ceiling(args: argparse.Namespace, jpeg: Path) -> dict[str, float]:
+    """Images/s in-process on all cores at each batch size (``batch1`` ...), and ``best``."""
+    out: dict[str, float] = {}
+    for batch in args.ceiling_batches:
+        done = subprocess.run(
+            [
+                sys.executable,
+                str(BENCH_DIR / "serving_ceiling.py"),
+                "--workload",
+                "resnet18",
+                "--weights",
+                str(resnet_workload.weights_path()),
+                "--jpeg",
+                str(jpeg),
+                "--threads",
+                str(CPUS),
+                "--batch",
+                str(batch),
+                "--seconds",
+                str(args.ceiling_seconds),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        out[f"batch{batch}"] = round(json.loads(done.stdout)["images_per_s"], 2)
+        log(f"ceiling batch {batch}, {CPUS} threads: {out[f'batch{batch}']:.1f} images/s")
+    out["best"] = max(out.values())
+    return out
+
+
+def build_sides(work: Path, body: Path) -> tuple[dict[str, paired.Side], dict[str, str]]:
+    store = resnet_workload.build_store(work / "store")
+    ts_store = store / "model-store"  # the very archive ours serves
+    ok = resnet_workload.answer_ok
+    name = resnet_workload.MODEL_NAME
+
+    def ts(key: str, env: dict[str, str], **config: Any) -> paired.Side:
+        server = serving_bench.torchserve_server(key, work, ts_store, env=env, model_name=name, **config)
+        return paired.Side(server, TS_PATH, body, ok)
+
+    sides = {
+        "ours_default": paired.Side(
+            serving_bench.our_server("ours_default", work, store, ()), OURS_PATH, body, ok
+        ),
+        "ours_tuned": paired.Side(
+            serving_bench.our_server("ours_tuned", work, store, RESNET_TUNED_ARGS), OURS_PATH, body, ok
+        ),
+        "ts_default": ts("ts_default", {}),
+        "ts_w1": ts("ts_w1", {}, job_queue_size=1000),
+        "ts_w2_omp1": ts("ts_w2_omp1", {"OMP_NUM_THREADS": "1"}, workers=2, job_queue_size=1000),
+        "kserve_default": paired.Side(
+            peers.kserve_server("kserve_default", work, name, args=kserve_model_args()), KSERVE_PATH, body, ok
+        ),
+        "kserve_w2_omp1": paired.Side(
+            peers.kserve_server(
+                "kserve_w2_omp1", work, name, workers=2, omp_threads=1, args=kserve_model_args()
+            ),
+            KSERVE_PATH,
+            body,
+            ok,
+        ),
+    }
+    labels = {
+        "ours_default": "ours default (no flags)",
+        "ours_tuned": f"ours tuned: `{' '.join(RESNET_TUNED_ARGS)}`",
+        "ts_default": "TorchServe default: 1 worker, job_queue_size 10",
+        "ts_w1": "TorchServe: 1 worker, job_queue_size 1000",
+        "ts_w2_omp1": "TorchServe: 2 workers, `OMP_NUM_THREADS=1`, job_queue_size 1000",
+        "kserve_default": "KServe default: " + peers.kserve_setting(1, None),
+        "kserve_w2_omp1": "KServe: " + peers.kserve_setting(2, 1),
+    }
+    return sides, labels
+
+
+def kserve_model_args() -> list[str]:
+    return [
+        "--weights",
+        str(resnet_workload.weights_path()),
+        "--index-to-name",
+        str(resnet_workload.index_to_name_path()),
+    ]
+
+
+def compare(sides: dict[str, paired.Side], jpegs: Sequence[Path], report: dict[str, list[str]]) -> None:
+    """Every JPEG to ours (default), TorchServe (its defaults) and KServe (its defaults); the differences of
+    ours and of KServe against TorchServe into ``report``."""
+    answers: dict[str, list[bytes]] = {side: [] for side in ("ours_default", "ts_default", "kserve_default")}
+    for jpeg in jpegs:
+        body = resnet_workload.v1_body(jpeg)
+        for side in answers:
+            server = sides[side].server
+            status, answer = serving_procs.post(server.port, sides[side].path, body, timeout=120)
+            if status != 200:
+                raise RuntimeError(f"{side}: HTTP {status} for {jpeg.name}: {answer[:300]!r}")
+            answers[side].append(answer)
+    report["ours"] = resnet_workload.check_equal(answers, "ours_default", "ts_default")
+    report["kserve"] = resnet_workload.check_equal(answers, "kserve_default", "ts_default")
+    log(
+        f"answers vs TorchServe on {len(jpegs)} images: ours {report['ours'] or 'equal'};"
+        f" KServe {report['kserve'] or 'equal'}"
+    )
+
+
+def key_ratios(
+    measured: dict[int, list[paired.Round]],
+    memory: dict[str, dict[str, float]],
+    ceilings: dict[str, float],
+    best: str | None,
+    differences: dict[str, list[str]],
+) -> dict[str, Any]:
+    c32 = measured[32]
+    tuned_rps = peers.median(c32, "ours_tuned", "rps")
+    default_rps = peers.median(c32, "ours_default", "rps")
+    p99_over_mean = [
+        pair["ours_tuned"].p99_ms / pair["ours_tuned"].mean_ms
+        for pair in c32
+        if pair["ours_tuned"].mean_ms > 0
+    ]
+    return {
+        "resnet_best_c32_ratio": peers.ratio(c32, "rps", "ours_tuned", best)["ratio"] if best else None,
+        "resnet_default_c32_ratio": peers.ratio(c32, "rps", "ours_default", best)["ratio"] if best else None,
+        "resnet_best_peer": best,
+        "resnet_ceiling_fraction": round(tuned_rps / ceilings["best"], 3) if tuned_rps else None,
+        "resnet_default_ceiling_fraction": round(default_rps / ceilings["best"], 3) if default_rps else None,
+        "resnet_p99_over_mean": round(statistics.median(p99_over_mean), 3) if p99_over_mean else None,
+        "resnet_c32_p99_ratio_vs_best_peer": peers.ratio(c32, "p99_ms", "ours_tuned", best)["ratio"]
+        if best
+        else None,
+        "resnet_answers_equal_torchserve": not differences.get("ours", ["not compared"]),
+        "pss_idle_ratio_vs_kserve_default": peers.memory_ratio(
+            memory, "ours_default", "kserve_default", "idle"
+        ),
+        "pss_idle_ratio_vs_ts_default": peers.memory_ratio(memory, "ours_default", "ts_default", "idle"),
+        "pss_c32_ratio_vs_kserve_default": peers.memory_ratio(
+            memory, "ours_default", "kserve_default", "c32"
+        ),
+    }
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = paired.arguments(__doc__ or "", rounds=3, seconds=5.0, warmup=3.0)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--ceiling-batches", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+    parser.add_argument("--ceiling-seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--start-timeout",
+        type=float,
+        default=600.0,
+        help="seconds from launch to a setup's first answer (all start at once); a candidate left out after",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: 1 round of 3 s, c1 and c32, short ceiling"
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        # 3 s rounds: on a loaded machine one ResNet-18 answer can take a second, and wrk counts finished ones
+        args.rounds, args.seconds, args.warmup = 1, 3.0, 1.0
+        args.concurrency, args.ceiling_batches, args.ceiling_seconds = [1, 32], [1, 8], 1.0
+    if 32 not in args.concurrency:
+        args.concurrency.append(32)
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    serving_procs.install_cleanup()
+    wrk = serving_env.ensure_wrk(log)
+    kserve_info = serving_env.ensure_kserve(log)
+    ts_info = serving_env.ensure_torchserve(log)
+    machine = serving_bench.machine_description()
+    load_before = serving_bench.load_average()
+    jpegs = resnet_workload.jpeg_paths()
+    ceilings = ceiling(args, jpegs[0])
+    memory: dict[str, dict[str, float]] = {}
+    differences: dict[str, list[str]] = {}
+    with tempfile.TemporaryDirectory(prefix="isvc-resnet-bench-") as tmp:
+        work = Path(tmp)
+        body = work / "body-v1.json"
+        body.write_bytes(resnet_workload.v1_body(jpegs[0]))
+        sides, labels = build_sides(work, body)
+        measured = paired.run(
+            sides,
+            wrk,
+            concurrencies=args.concurrency,
+            rounds=args.rounds,
+            seconds=args.seconds,
+            warmup=args.warmup,
+            warmup_connections=8,
+            log=log,
+            memory=memory,
+            on_ready=lambda: compare(sides, jpegs, differences),
+            start_timeout=args.start_timeout,
+            optional=("ts_w1", "ts_w2_omp1", "kserve_w2_omp1"),
+        )
+    load_after = serving_bench.load_average()
+    best = peers.best(measured, PEERS, 32)
+    ratios = key_ratios(measured, memory, ceilings, best, differences)
+    print(f"ceiling (decode + resize + forward, {CPUS} threads): {ceilings}", file=sys.stderr)
+    ceiling_text = ", ".join(f"{k} {v:.1f}" for k, v in ceilings.items())
+    method = [
+        f"KServe {kserve_info['kserve']}. ResNet-18 (torchvision, weights seeded with"
+        f" {resnet_workload.SEED}), one archive with TorchServe's stock `image_classifier` for TorchServe"
+        f" and ours; all setups up side by side, {args.rounds} rotating rounds of"
+        f" {args.seconds:g} s per setup and concurrency (wrk, one thread, keep-alive, one 224x224"
+        " JPEG as a v1 instance). Cells: medians of the rounds, req/s / p50 ms /"
+        f" p99 ms. Best peer: **{labels.get(best or '', 'none error-free')}**. In-process ceiling (JPEG"
+        f" decode, resize, crop, normalise, forward; images/s on {CPUS} threads): {ceiling_text}."
+        f" Answers vs TorchServe on {len(jpegs)} images: ours"
+        f" {'equal' if not differences.get('ours') else differences['ours'][:5]}, KServe"
+        f" {'equal' if not differences.get('kserve') else differences['kserve'][:5]}."
+        " Memory: PSS of all a setup's processes after warm-up (idle) and the peak under each load."
+        f" Left out (no answer within {args.start_timeout:g} s of launch):"
+        f" {peers.left_out(measured, list(labels)) or 'none'}.",
+    ]
+    peers.report(
+        title="ResNet-18, paired: ours vs TorchServe and KServe (`bench/resnet_bench.py`)",
+        machine=machine,
+        ts_version=ts_info["torchserve"],
+        loads=(load_before, load_after),
+        method=method,
+        measured=measured,
+        memory=memory,
+        labels=labels,
+        ratios=ratios,
+        section=None if args.no_results else (RESULTS_MD, SECTION_BEGIN, SECTION_END),
+    )
+    return 0 if ratios["resnet_answers_equal_torchserve"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
