@@ -85,6 +85,7 @@ def test_native_predictions_endpoint_takes_a_raw_png(server: RuntimeProcess, see
 
 def test_health_and_metadata_endpoints(server: RuntimeProcess) -> None:
     client = server.client
+    assert client.get("/").json() == {"status": "alive"}
     assert client.get("/v2/health/live").json() == {"live": True}
     assert client.get("/v2/health/ready").json() == {"ready": True}
     assert client.get("/ping").json() == {"status": "Healthy"}

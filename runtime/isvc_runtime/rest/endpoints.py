@@ -47,6 +47,10 @@ class Endpoints:
 
     # --- KServe v1 ---
 
+    async def v1_live(self, request: Request) -> Response:
+        """``GET /``: KServe's v1 liveness (its SDK's ``is_server_ready`` for v1 asks here)."""
+        return JSONResponse({"status": "alive"})
+
     async def v1_list_models(self, request: Request) -> Response:
         return JSONResponse({"models": self.dataplane.model_names()})
 
@@ -152,6 +156,7 @@ def routes(
     get, post = ["GET"], ["POST"]
     v2_model = "/v2/models/{model}"
     table: list[BaseRoute] = [
+        route("/", e.v1_live, get, "health"),
         route("/v1/models", e.v1_list_models, get, "v1_models"),
         *(
             route(f"/v1/models/{{model}}:{action}", endpoint, post, f"v1_{action}")
