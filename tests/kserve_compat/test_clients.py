@@ -19,7 +19,6 @@ BATCH = 50  # digits per request
 
 # Features issue 16 adds; each reason names what a test waits for.
 BINARY = "the REST binary tensor extension is not served yet (issue 16 point 2)"
-GRPC = "the runtime has no gRPC server yet (issue 16 point 1)"
 PNG_BYTES = "BYTES PNG needs the binary extension: JSON cannot carry non-UTF-8 bytes (issue 16 point 2)"
 
 IN_PROCESS = object()  # stands for the in-process model's classes of the 200 digits
@@ -138,15 +137,15 @@ CASES = [
     case("triton_http", "infer_fp32_binary", IN_PROCESS, xfail=BINARY),
     case("triton_http", "infer_png_binary", IN_PROCESS, xfail=PNG_BYTES),
     # KServe SDK and tritonclient over gRPC
-    *[case("kserve_grpc", call, want, xfail=GRPC) for call, want in [("live", True), ("ready", True)]],
-    case("kserve_grpc", "model_ready", True, xfail=GRPC),
-    case("kserve_grpc", "infer_fp32", IN_PROCESS, xfail=GRPC),
-    case("kserve_grpc", "infer_png", IN_PROCESS, xfail=GRPC),
-    *[case("triton_grpc", call, True, xfail=GRPC) for call in ("live", "ready", "model_ready")],
-    case("triton_grpc", "server_metadata", server_metadata, xfail=GRPC),
-    case("triton_grpc", "model_metadata", model_metadata, xfail=GRPC),
-    case("triton_grpc", "infer_fp32", IN_PROCESS, xfail=GRPC),
-    case("triton_grpc", "infer_png", IN_PROCESS, xfail=GRPC),
+    *[case("kserve_grpc", call, want) for call, want in [("live", True), ("ready", True)]],
+    case("kserve_grpc", "model_ready", True),
+    case("kserve_grpc", "infer_fp32", IN_PROCESS),
+    case("kserve_grpc", "infer_png", IN_PROCESS),
+    *[case("triton_grpc", call, True) for call in ("live", "ready", "model_ready")],
+    case("triton_grpc", "server_metadata", server_metadata),
+    case("triton_grpc", "model_metadata", model_metadata),
+    case("triton_grpc", "infer_fp32", IN_PROCESS),
+    case("triton_grpc", "infer_png", IN_PROCESS),
 ]
 
 
