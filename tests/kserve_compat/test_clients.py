@@ -17,10 +17,6 @@ from clients_harness import ISVC, run_client
 
 BATCH = 50  # digits per request
 
-# Features issue 16 adds; each reason names what a test waits for.
-BINARY = "the REST binary tensor extension is not served yet (issue 16 point 2)"
-PNG_BYTES = "BYTES PNG needs the binary extension: JSON cannot carry non-UTF-8 bytes (issue 16 point 2)"
-
 IN_PROCESS = object()  # stands for the in-process model's classes of the 200 digits
 
 
@@ -125,8 +121,8 @@ CASES = [
     case("kserve_rest_v2", "ready", True),
     case("kserve_rest_v2", "model_ready", True),
     case("kserve_rest_v2", "infer_fp32", IN_PROCESS),
-    case("kserve_rest_v2", "infer_fp32_binary", IN_PROCESS, xfail=BINARY),
-    case("kserve_rest_v2", "infer_png_binary", IN_PROCESS, xfail=BINARY),
+    case("kserve_rest_v2", "infer_fp32_binary", IN_PROCESS),
+    case("kserve_rest_v2", "infer_png_binary", IN_PROCESS),
     # tritonclient, HTTP: JSON, then the binary extension
     case("triton_http", "live", True),
     case("triton_http", "ready", True),
@@ -134,8 +130,8 @@ CASES = [
     case("triton_http", "server_metadata", server_metadata),
     case("triton_http", "model_metadata", model_metadata),
     case("triton_http", "infer_fp32", IN_PROCESS),
-    case("triton_http", "infer_fp32_binary", IN_PROCESS, xfail=BINARY),
-    case("triton_http", "infer_png_binary", IN_PROCESS, xfail=PNG_BYTES),
+    case("triton_http", "infer_fp32_binary", IN_PROCESS),
+    case("triton_http", "infer_png_binary", IN_PROCESS),
     # KServe SDK and tritonclient over gRPC
     *[case("kserve_grpc", call, want) for call, want in [("live", True), ("ready", True)]],
     case("kserve_grpc", "model_ready", True),
