@@ -40,8 +40,8 @@ COPY --from=source /src /src
 RUN pip install "./[runtime,torchserve]"
 USER 65532:65532
 WORKDIR /home/isvc
-# 8080: KServe v1/v2 and /predictions; 8082: Prometheus metrics.
-EXPOSE 8080 8082
+# 8080: KServe v1/v2 and /predictions; 8081: gRPC (Open Inference Protocol); 8082: Prometheus metrics.
+EXPOSE 8080 8081 8082
 ENTRYPOINT ["python", "-m", "isvc_runtime"]
 CMD ["--model-store", "/mnt/models"]
 
@@ -57,7 +57,7 @@ ENV NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
 USER 65532:65532
 WORKDIR /home/isvc
-EXPOSE 8080 8082
+EXPOSE 8080 8081 8082
 ENTRYPOINT ["python", "-m", "isvc_runtime"]
 CMD ["--model-store", "/mnt/models"]
 

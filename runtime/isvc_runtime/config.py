@@ -135,6 +135,8 @@ class RuntimeConfig:
     default_max_batch_delay_ms: float | None = None
     number_of_gpu: int | None = None
     limit_max_image_pixels: bool = True
+    # TorchServe's gRPC keys as given (grpc_inference_port / _address); grpc.ports decides the endpoint.
+    grpc_keys: Mapping[str, str] = field(default_factory=dict)
 
 
 def parse_properties(text: str) -> dict[str, str]:
@@ -285,7 +287,9 @@ def build_config(props: Mapping[str, str]) -> RuntimeConfig:
         if key not in HONOURED_KEYS and key not in ACCEPTED_KEYS and key not in _warned_keys:
             _warned_keys.add(key)
             log.warning("config.properties: unknown key %r ignored", key)
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {
+        "grpc_keys": {k: props[k] for k in ("grpc_inference_port", "grpc_inference_address") if k in props}
+    }
     if "inference_address" in props:
         host, port = parse_address("inference_address", props["inference_address"])
         kwargs.update(host=host, port=port, port_configured=True)

@@ -1,4 +1,4 @@
-"""The data plane: what every protocol front end (REST v1, v2, TorchServe's native API; gRPC later)
+"""The data plane: what every protocol front end (REST v1, v2, TorchServe's native API, gRPC)
 asks of the served models, in one place. Front ends decode their wire format, call these methods with
 typed values, and encode what comes back; they never reach into the registry or a runner themselves."""
 
@@ -10,7 +10,14 @@ from typing import Any
 
 from . import __version__
 from .errors import ApiError
-from .inference import InferenceRequest, InferenceResponse, TensorMetadata, answers_to_outputs, to_rows
+from .inference import (
+    InferenceRequest,
+    InferenceResponse,
+    TensorMetadata,
+    answers_to_outputs,
+    select_outputs,
+    to_rows,
+)
 from .registry import ModelRegistry
 from .runner import ModelRunner
 
@@ -108,6 +115,6 @@ class DataPlane:
             model_name=name,
             model_version=runner.version,
             id=request.id or request_id,
-            outputs=answers_to_outputs(answers),
+            outputs=select_outputs(answers_to_outputs(answers), request.outputs),
             parameters=request.parameters,
         )

@@ -54,13 +54,23 @@ class Tensor:
     parameters: dict[str, Any] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class RequestedOutput:
+    """An output a client asks for by name, with its per-output parameters."""
+
+    name: str
+    parameters: dict[str, Any] | None = None
+
+
 @dataclass(slots=True)
 class InferenceRequest:
-    """What a client asked a model: its inputs, an optional id and request parameters."""
+    """What a client asked a model: its inputs, an optional id and request parameters, and the outputs
+    it asks for (None: every output)."""
 
     inputs: list[Tensor]
     id: str | None = None
     parameters: dict[str, Any] | None = None
+    outputs: list[RequestedOutput] | None = None
 
 
 @dataclass(slots=True)
@@ -195,6 +205,25 @@ def answers_to_outputs(answers: list[Any], name: str = "output-0") -> list[Tenso
         return [Tensor(name, _DATATYPE_OF[array.dtype.str], list(array.shape), np.ascontiguousarray(array))]
     data = [a if isinstance(a, str) else dumps(a).decode() for a in answers]
     return [Tensor(name, "BYTES", [len(data)], data)]
+
+
+def select_outputs(outputs: list[Tensor], requested: list[RequestedOutput] | None) -> list[Tensor]:
+    """The outputs a request asked for, in its order, each with its per-output parameters; 400 for a
+    name the model does not give."""
+    if not requested:
+        return outputs
+    by_name = {tensor.name: tensor for tensor in outputs}
+    selected = []
+    for wanted in requested:
+        tensor = by_name.get(wanted.name)
+        if tensor is None:
+            raise InputError(
+                f"unknown output {wanted.name!r} (the model gives {', '.join(repr(n) for n in by_name)})"
+            )
+        if wanted.parameters:
+            tensor = Tensor(tensor.name, tensor.datatype, tensor.shape, tensor.data, dict(wanted.parameters))
+        selected.append(tensor)
+    return selected
 
 
 def tensor_metadata(declared: Any) -> list[TensorMetadata] | None:

@@ -76,14 +76,17 @@ LATENCY_BUCKETS = (
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 # Endpoints that run a model (TorchServe counts these in ts_inference_requests_total).
 EXPLAIN_ENDPOINTS = frozenset({"v1_explain", "v2_explain"})
-INFERENCE_ENDPOINTS = frozenset({"v1_predict", "v2_infer", "predictions"}) | EXPLAIN_ENDPOINTS
+INFERENCE_ENDPOINTS = frozenset({"v1_predict", "v2_infer", "grpc_infer", "predictions"}) | EXPLAIN_ENDPOINTS
 IDENTITY = ("isvc", "revision")
 # The families of the runtime's own registry (ours, prometheus_client's process and platform collectors).
 RESERVED_PREFIXES = ("isvc_", "process_", "python_")
 
 
 def protocol_of(endpoint: str) -> str:
-    """The protocol an endpoint label belongs to: ``v1``, ``v2``, ``torchserve`` or ``other``."""
+    """The protocol an endpoint label belongs to: ``v1``, ``v2``, ``grpc`` (the gRPC front end's
+    ``grpc_<method>``), ``torchserve`` or ``other``."""
+    if endpoint.startswith("grpc_"):
+        return "grpc"
     if endpoint.startswith("v1_"):
         return "v1"
     if endpoint.startswith("v2_"):
@@ -270,7 +273,7 @@ class RuntimeMetrics(Observer):
         model = (*IDENTITY, "model")
         self.requests = Counter(
             "isvc_requests",
-            "HTTP requests answered, by model, protocol, endpoint and status code",
+            "Requests answered (HTTP and gRPC), by model, protocol, endpoint and (HTTP) status code",
             (*model, "protocol", "endpoint", "code"),
             registry=own,
         )

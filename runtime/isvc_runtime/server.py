@@ -24,6 +24,7 @@ from .config import RuntimeConfig
 from .cpus import available_cpus
 from .dataplane import DataPlane
 from .errors import ConfigError
+from .grpc.ports import KSERVE_DEFAULT, GrpcEndpoint, grpc_endpoint
 from .memory import tune_allocator
 from .model_store import discover
 from .payload_logger import PayloadLogger, add_logger_arguments, logger_settings
@@ -48,6 +49,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--http-port", type=int, default=None, help="port (default: inference_address's port, else 8080)"
+    )
+    parser.add_argument(
+        "--grpc-port",
+        type=int,
+        default=None,
+        help="gRPC (Open Inference Protocol) port (default: grpc_inference_port, else 8081)",
     )
     parser.add_argument(
         "--host", default=None, help="bind address (default: inference_address's host, else 0.0.0.0)"
@@ -101,7 +108,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     add_logger_arguments(parser)
     args = parser.parse_args(argv)
-    for flag in ("http_port", "metrics_port", "batch_size", "workers", "torch_threads"):
+    for flag in ("http_port", "grpc_port", "metrics_port", "batch_size", "workers", "torch_threads"):
         value = getattr(args, flag)
         if value is not None and value < (0 if flag.endswith("port") else 1):
             parser.error(f"--{flag.replace('_', '-')} must be positive")
@@ -156,8 +163,10 @@ class _Server:
 
         self.server = Server(config)  # type: ignore[arg-type]
 
-    def run(self) -> None:
+    def run(self) -> bool:
+        """Serve until stopped; False when the start-up failed (a port taken, the gRPC server's too)."""
         self.server.run()
+        return self.server.started
 
 
 def start_loading(
@@ -195,14 +204,19 @@ def serving_app(
     config: RuntimeConfig,
     exporter: metrics.RuntimeMetrics,
     payload_logger: PayloadLogger | None = None,
+    grpc: GrpcEndpoint | None = None,
+    grace_s: float | None = None,
 ) -> Starlette:
     """The inference port's application: every protocol's endpoints over one data plane, plus
-    ``GET /metrics``; with ``payload_logger``, its inference requests and answers logged."""
+    ``GET /metrics``; with ``payload_logger``, its inference requests and answers logged; with
+    ``grpc``, the gRPC server over the same data plane, started and stopped (``grace_s`` for in-flight
+    calls) with the application's lifespan, in its event loop."""
     # The explanation endpoints import torch: here, once the loader thread is already importing it
     # (start_loading), not when this module is imported (before the allocator is tuned).
     from .explain.endpoints import ExplainEndpoints
 
-    endpoints = Endpoints(DataPlane(registry), config.max_request_size)
+    dataplane = DataPlane(registry)
+    endpoints = Endpoints(dataplane, config.max_request_size)
     explain = ExplainEndpoints(endpoints)
     table = routes(
         endpoints,
@@ -210,7 +224,19 @@ def serving_app(
         v2_actions={"explain": explain.v2_explain},
         get_routes={"/metrics": exporter.endpoint},
     )
-    return build_app(table, on_shutdown=registry.stop, payload_logger=payload_logger)
+    if grpc is None:
+        return build_app(table, on_shutdown=registry.stop, payload_logger=payload_logger)
+    from .grpc.service import GrpcServer
+
+    grpc_server = GrpcServer(
+        dataplane, grpc.host, grpc.port, config.max_request_size, required=grpc.source != KSERVE_DEFAULT
+    )
+
+    async def stop() -> None:
+        await grpc_server.stop(grace_s)
+        await registry.stop()
+
+    return build_app(table, on_startup=grpc_server.start, on_shutdown=stop, payload_logger=payload_logger)
 
 
 def main(argv: Sequence[str] | None = None, *, gc_disabled: bool = False) -> int:
@@ -253,7 +279,23 @@ def main(argv: Sequence[str] | None = None, *, gc_disabled: bool = False) -> int
             else (config.port if config.port_configured else 8080)
         )
         host = args.host or config.host
-        log.info("serving %s on %s:%d (torch threads %d)", ", ".join(registry.names()), host, port, threads)
+        try:
+            grpc = grpc_endpoint(
+                config.grpc_keys, flag_port=args.grpc_port, flag_host=args.host, http_host=host
+            )
+        except ConfigError as exc:
+            log.error("%s", exc)
+            return 2
+        log.info(
+            "serving %s on %s:%d, gRPC on %s:%d (%s) (torch threads %d)",
+            ", ".join(registry.names()),
+            host,
+            port,
+            grpc.host,
+            grpc.port,
+            grpc.source,
+            threads,
+        )
         exporter = metrics.install(registry, host=host, port=args.metrics_port)
         payload_logger = PayloadLogger(logging_to) if logging_to is not None else None
         if payload_logger is not None:  # the URL's host only: a query may carry a token
@@ -262,8 +304,9 @@ def main(argv: Sequence[str] | None = None, *, gc_disabled: bool = False) -> int
         start_loading(prepared, config, threads, enable_gc=gc_disabled)
         import uvicorn
 
+        grace_s = max(r.settings.response_timeout_s for r in registry.runners)
         uvicorn_config = uvicorn.Config(
-            serving_app(registry, config, exporter, payload_logger),
+            serving_app(registry, config, exporter, payload_logger, grpc, grace_s),
             host=host,
             port=port,
             loop="uvloop",
@@ -271,11 +314,10 @@ def main(argv: Sequence[str] | None = None, *, gc_disabled: bool = False) -> int
             lifespan="on",
             access_log=False,
             log_level=args.log_level,
-            timeout_graceful_shutdown=max(r.settings.response_timeout_s for r in registry.runners),
+            timeout_graceful_shutdown=grace_s,
             server_header=False,
         )
-        _Server(uvicorn_config).run()
-        return 0
+        return 0 if _Server(uvicorn_config).run() else 1
     finally:
         if args.work_dir is None:
             shutil.rmtree(work_dir, ignore_errors=True)

@@ -169,9 +169,9 @@ def test_target_runs_as_the_fixed_non_root_user_deploy_expects(target: str) -> N
     assert int(uid) == pod["securityContext"]["runAsUser"]
 
 
-def test_runtime_exposes_inference_and_metrics_ports_and_operator_its_health_port() -> None:
+def test_runtime_exposes_inference_grpc_and_metrics_ports_and_operator_its_health_port() -> None:
     for target in ("runtime", "runtime-gpu"):
-        assert effective(STAGES, target, "EXPOSE").split() == ["8080", "8082"]
+        assert effective(STAGES, target, "EXPOSE").split() == ["8080", "8081", "8082"]
     container = find(deploy_documents(), "Deployment", "torch-isvc-operator")["spec"]["template"]["spec"]
     [operator] = container["containers"]
     assert effective(STAGES, "operator", "EXPOSE").split() == [

@@ -17,12 +17,6 @@ from clients_harness import ISVC, run_client
 
 BATCH = 50  # digits per request
 
-# Features issue 16 adds; each reason names what a test waits for.
-ROOT_LIVENESS = "GET / does not answer {'status': 'alive'} yet (KServe v1 liveness, issue 16 point 3)"
-BINARY = "the REST binary tensor extension is not served yet (issue 16 point 2)"
-GRPC = "the runtime has no gRPC server yet (issue 16 point 1)"
-PNG_BYTES = "BYTES PNG needs the binary extension: JSON cannot carry non-UTF-8 bytes (issue 16 point 2)"
-
 IN_PROCESS = object()  # stands for the in-process model's classes of the 200 digits
 
 
@@ -118,7 +112,7 @@ def case(client: str, call: str, want: Any, xfail: str | None = None) -> Any:
 
 CASES = [
     # KServe SDK, REST v1 (JSON)
-    case("kserve_rest_v1", "live", True, xfail=ROOT_LIVENESS),
+    case("kserve_rest_v1", "live", True),
     case("kserve_rest_v1", "model_ready", True),
     case("kserve_rest_v1", "infer_fp32", IN_PROCESS),
     case("kserve_rest_v1", "infer_png", IN_PROCESS),
@@ -127,8 +121,8 @@ CASES = [
     case("kserve_rest_v2", "ready", True),
     case("kserve_rest_v2", "model_ready", True),
     case("kserve_rest_v2", "infer_fp32", IN_PROCESS),
-    case("kserve_rest_v2", "infer_fp32_binary", IN_PROCESS, xfail=BINARY),
-    case("kserve_rest_v2", "infer_png_binary", IN_PROCESS, xfail=BINARY),
+    case("kserve_rest_v2", "infer_fp32_binary", IN_PROCESS),
+    case("kserve_rest_v2", "infer_png_binary", IN_PROCESS),
     # tritonclient, HTTP: JSON, then the binary extension
     case("triton_http", "live", True),
     case("triton_http", "ready", True),
@@ -136,18 +130,18 @@ CASES = [
     case("triton_http", "server_metadata", server_metadata),
     case("triton_http", "model_metadata", model_metadata),
     case("triton_http", "infer_fp32", IN_PROCESS),
-    case("triton_http", "infer_fp32_binary", IN_PROCESS, xfail=BINARY),
-    case("triton_http", "infer_png_binary", IN_PROCESS, xfail=PNG_BYTES),
+    case("triton_http", "infer_fp32_binary", IN_PROCESS),
+    case("triton_http", "infer_png_binary", IN_PROCESS),
     # KServe SDK and tritonclient over gRPC
-    *[case("kserve_grpc", call, want, xfail=GRPC) for call, want in [("live", True), ("ready", True)]],
-    case("kserve_grpc", "model_ready", True, xfail=GRPC),
-    case("kserve_grpc", "infer_fp32", IN_PROCESS, xfail=GRPC),
-    case("kserve_grpc", "infer_png", IN_PROCESS, xfail=GRPC),
-    *[case("triton_grpc", call, True, xfail=GRPC) for call in ("live", "ready", "model_ready")],
-    case("triton_grpc", "server_metadata", server_metadata, xfail=GRPC),
-    case("triton_grpc", "model_metadata", model_metadata, xfail=GRPC),
-    case("triton_grpc", "infer_fp32", IN_PROCESS, xfail=GRPC),
-    case("triton_grpc", "infer_png", IN_PROCESS, xfail=GRPC),
+    *[case("kserve_grpc", call, want) for call, want in [("live", True), ("ready", True)]],
+    case("kserve_grpc", "model_ready", True),
+    case("kserve_grpc", "infer_fp32", IN_PROCESS),
+    case("kserve_grpc", "infer_png", IN_PROCESS),
+    *[case("triton_grpc", call, True) for call in ("live", "ready", "model_ready")],
+    case("triton_grpc", "server_metadata", server_metadata),
+    case("triton_grpc", "model_metadata", model_metadata),
+    case("triton_grpc", "infer_fp32", IN_PROCESS),
+    case("triton_grpc", "infer_png", IN_PROCESS),
 ]
 
 

@@ -87,10 +87,11 @@ def test_rendered_container_names_the_isvc_and_carries_the_torchserve_envelope(
     csr: dict[str, Any], protocol: str | None, envelope: str
 ) -> None:
     container = predictor_container(csr, inference_service("sample", protocol=protocol))
-    assert container["args"][:4] == [
+    assert container["args"][:5] == [
         "--model-store=/mnt/models",
         "--model-name=sample",
         "--http-port=8080",
+        "--grpc-port=8081",
         "--metrics-port=8082",
     ]
     env = {e["name"]: e["value"] for e in container["env"]}
@@ -127,9 +128,8 @@ def test_knative_refuses_a_second_port_so_the_runtime_declares_none(csr: dict[st
         serving_port(two, mode="Serverless")
 
 
-def test_grpc_port_flag_is_passed_once_the_runtime_has_it(csr: dict[str, Any]) -> None:
-    if not runtime_accepts("--grpc-port", "8081"):
-        pytest.xfail("the runtime has no --grpc-port yet (issue 16 point 1): add --grpc-port=8081 to the CSR")
+def test_grpc_port_flag_is_passed(csr: dict[str, Any]) -> None:
+    assert runtime_accepts("--grpc-port", "8081")
     assert "--grpc-port=8081" in predictor_container(csr, inference_service(ISVC))["args"]
 
 
@@ -278,7 +278,6 @@ def test_rendered_v2_command_infers_an_fp32_digit_under_the_isvc_name(csr: dict[
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="the runtime has no gRPC server yet (issue 16 point 1)")
 def test_rendered_grpc_v2_command_answers_on_the_declared_h2c_port(csr: dict[str, Any], pod: Any) -> None:
     container = predictor_container(csr, inference_service(ISVC, protocol="grpc-v2", ports=H2C_8081))
     answer = pod(container, grpc_model=ISVC)

@@ -4,7 +4,9 @@ Captum's own integrated gradients to hold explanations to."""
 
 from __future__ import annotations
 
+import contextlib
 import io
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ __all__ = [
     "captum_attributions",
     "quadrant_png",
     "quadrant_tensor",
+    "serving_mnist",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -66,3 +69,18 @@ def captum_attributions(net: Any, x: Any, targets: list[int], n_steps: int) -> A
         x, baselines=torch.zeros_like(x), target=targets, n_steps=n_steps
     )
     return attributions.detach().cpu().numpy()
+
+
+@contextlib.contextmanager
+def serving_mnist(tmp_dir: Path, max_request_size: int, *args: str) -> Iterator[RuntimeProcess]:
+    """The MNIST example's seed store in ``tmp_dir`` served with ``max_request_size`` and ``args`` (the
+    model also as ``torchserve``, as the operator starts it), ready; it must stop cleanly."""
+    root = build_mnist_store(tmp_dir)
+    with (root / "config" / "config.properties").open("a") as config:
+        config.write(f"max_request_size={max_request_size}\n")
+    process = RuntimeProcess(root, root / "runtime.log", "--model-name", "torchserve", *args)
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        assert process.stop() == 0

@@ -8,10 +8,11 @@ import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import pytest
-from runtime_support import REPO_ROOT, SEED_REQUEST, RuntimeProcess, build_mnist_store
+from runtime_support import REPO_ROOT, SEED_REQUEST, RuntimeProcess, serving_mnist
 from support.modules import load_module
 
 MAX_REQUEST_SIZE = 300_000
@@ -19,15 +20,8 @@ MAX_REQUEST_SIZE = 300_000
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RuntimeProcess]:
-    root = build_mnist_store(tmp_path_factory.mktemp("mnist-store"))
-    with (root / "config" / "config.properties").open("a") as config:
-        config.write(f"max_request_size={MAX_REQUEST_SIZE}\n")
-    process = RuntimeProcess(root, root / "runtime.log", "--model-name", "torchserve")
-    try:
-        process.wait_ready()
+    with serving_mnist(tmp_path_factory.mktemp("mnist-store"), MAX_REQUEST_SIZE) as process:
         yield process
-    finally:
-        assert process.stop() == 0
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +79,7 @@ def test_native_predictions_endpoint_takes_a_raw_png(server: RuntimeProcess, see
 
 def test_health_and_metadata_endpoints(server: RuntimeProcess) -> None:
     client = server.client
+    assert client.get("/").json() == {"status": "alive"}
     assert client.get("/v2/health/live").json() == {"live": True}
     assert client.get("/v2/health/ready").json() == {"ready": True}
     assert client.get("/ping").json() == {"status": "Healthy"}
@@ -280,3 +275,118 @@ def test_heldout_accuracy_through_v1_and_v2_batched_requests(
     for answers in (v1_answers, v2_answers):
         accuracy = float(np.mean(np.asarray(answers) == labels))
         assert accuracy >= 0.97, accuracy
+
+
+def _seed_fp32(png_b64: str) -> np.ndarray:
+    import io
+
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(io.BytesIO(base64.b64decode(png_b64))), dtype=np.float32) / 255.0
+    return ((pixels - 0.1307) / 0.3081).reshape(1, 1, 28, 28).astype(np.float32)
+
+
+def _binary_body(header: dict, *tails: bytes) -> tuple[bytes, dict[str, str]]:
+    encoded = json.dumps(header).encode()
+    return encoded + b"".join(tails), {"Inference-Header-Content-Length": str(len(encoded))}
+
+
+def _split_answer(response: Any) -> tuple[dict, bytes]:
+    length = int(response.headers["inference-header-content-length"])
+    return json.loads(response.content[:length]), response.content[length:]
+
+
+def test_v2_binary_fp32_request_gets_a_binary_answer(server: RuntimeProcess, seed_png_b64: str) -> None:
+    batch = np.concatenate([_seed_fp32(seed_png_b64)] * 2)
+    raw = batch.astype("<f4").tobytes()
+    tensor = {"name": "input-0", "shape": [2, 1, 28, 28], "datatype": "FP32"}
+    body, headers = _binary_body(
+        {
+            "inputs": [{**tensor, "parameters": {"binary_data_size": len(raw)}}],
+            "parameters": {"binary_data_output": True},
+        },
+        raw,
+    )
+    response = server.client.post("/v2/models/mnist/infer", content=body, headers=headers)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/octet-stream"
+    answer, tail = _split_answer(response)
+    (output,) = answer["outputs"]
+    assert output == {
+        "name": "output-0",
+        "shape": [2],
+        "datatype": "INT64",
+        "parameters": {"binary_data_size": 16},
+    }
+    assert np.frombuffer(tail, "<i8").tolist() == [2, 2]
+
+
+def test_v2_binary_bytes_png_and_a_json_answer_per_output(server: RuntimeProcess, seed_png_b64: str) -> None:
+    import struct
+
+    png = base64.b64decode(seed_png_b64)
+    raw = struct.pack("<I", len(png)) + png
+    body, headers = _binary_body(
+        {
+            "inputs": [
+                {
+                    "name": "input-0",
+                    "shape": [1],
+                    "datatype": "BYTES",
+                    "parameters": {"binary_data_size": len(raw)},
+                }
+            ],
+            "outputs": [{"name": "output-0", "parameters": {"binary_data": False}}],
+        },
+        raw,
+    )
+    response = server.client.post("/v2/models/mnist/infer", content=body, headers=headers)
+    assert response.status_code == 200, response.text
+    assert "inference-header-content-length" not in response.headers
+    assert response.json()["outputs"] == [
+        {"name": "output-0", "shape": [1], "datatype": "INT64", "data": [2]}
+    ]
+
+
+BAD_BINARY = [
+    # (id, JSON header, binary tail, header value (None: the JSON's length), words)
+    (
+        "size-not-shape-times-dtype",
+        {"shape": [1, 1, 28, 28], "datatype": "FP32", "size": 100},
+        100,
+        None,
+        "3136",
+    ),
+    ("tail-longer-than-sizes", {"shape": [1], "datatype": "FP32", "size": 4}, 8, None, "add up to 4"),
+    ("size-past-the-tail", {"shape": [1], "datatype": "FP32", "size": 8}, 4, None, "runs past"),
+    ("header-length-past-body", {"shape": [1], "datatype": "FP32", "size": 4}, 4, "99999", "byte count"),
+    ("header-length-not-a-number", {"shape": [1], "datatype": "FP32", "size": 4}, 4, "abc", "byte count"),
+    ("size-not-an-integer", {"shape": [1], "datatype": "FP32", "size": "4"}, 4, None, "binary_data_size"),
+    ("bytes-length-truncated", {"shape": [1], "datatype": "BYTES", "size": 2}, 2, None, "length"),
+]
+
+
+@pytest.mark.parametrize(
+    ("tensor", "tail", "header", "words"), [c[1:] for c in BAD_BINARY], ids=[c[0] for c in BAD_BINARY]
+)
+def test_bad_binary_tensor_requests_get_400(
+    server: RuntimeProcess, tensor: dict, tail: int, header: str | None, words: str
+) -> None:
+    body, headers = _binary_body(
+        {
+            "inputs": [
+                {
+                    "name": "input-0",
+                    "shape": tensor["shape"],
+                    "datatype": tensor["datatype"],
+                    "parameters": {"binary_data_size": tensor["size"]},
+                }
+            ]
+        },
+        b"\0" * tail,
+    )
+    if header is not None:
+        headers["Inference-Header-Content-Length"] = header
+    response = server.client.post("/v2/models/mnist/infer", content=body, headers=headers)
+    assert response.status_code == 400, response.text
+    assert words.lower() in response.json()["error"].lower()

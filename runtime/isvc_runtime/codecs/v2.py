@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -11,16 +12,22 @@ from ..errors import InputError
 from ..inference import (
     InferenceRequest,
     InferenceResponse,
+    RequestedOutput,
     Tensor,
     TensorMetadata,
     check_datatype,
     check_shape,
     tensor_from_values,
 )
+from .raw import tensor_from_raw
+
+RawReader = Callable[[str, int], bytes | None]
 
 
-def decode_request(payload: dict[str, Any]) -> InferenceRequest:
-    """A typed request from a parsed JSON body; 400 for anything malformed."""
+def decode_request(payload: dict[str, Any], raw: RawReader | None = None) -> InferenceRequest:
+    """A typed request from a parsed JSON body; 400 for anything malformed. ``raw(name, position)``:
+    an input's raw bytes when they came outside the JSON (the binary tensor extension,
+    :mod:`.binary`), else None."""
     inputs = payload.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise InputError('the request must have a non-empty "inputs" list')
@@ -31,11 +38,30 @@ def decode_request(payload: dict[str, Any]) -> InferenceRequest:
     if parameters is not None and not isinstance(parameters, dict):
         raise InputError('"parameters" must be an object')
     return InferenceRequest(
-        [_decode_tensor(position, t) for position, t in enumerate(inputs)], request_id, parameters
+        [_decode_tensor(position, t, raw) for position, t in enumerate(inputs)],
+        request_id,
+        parameters,
+        _decode_outputs(payload.get("outputs")),
     )
 
 
-def _decode_tensor(position: int, tensor: Any) -> Tensor:
+def _decode_outputs(outputs: Any) -> list[RequestedOutput] | None:
+    if outputs is None:
+        return None
+    if not isinstance(outputs, list):
+        raise InputError('"outputs" must be a list')
+    requested = []
+    for position, output in enumerate(outputs):
+        if not isinstance(output, dict) or not isinstance(output.get("name"), str):
+            raise InputError(f"outputs[{position}] must be an object with a 'name' string")
+        parameters = output.get("parameters")
+        if parameters is not None and not isinstance(parameters, dict):
+            raise InputError(f"outputs[{position}]: 'parameters' must be an object")
+        requested.append(RequestedOutput(output["name"], parameters))
+    return requested or None
+
+
+def _decode_tensor(position: int, tensor: Any, raw: RawReader | None) -> Tensor:
     if not isinstance(tensor, dict):
         raise InputError(f"inputs[{position}] must be an object with name, shape, datatype and data")
     name = tensor.get("name")
@@ -43,12 +69,18 @@ def _decode_tensor(position: int, tensor: Any) -> Tensor:
         raise InputError(f"inputs[{position}] needs a 'name' string")
     datatype = check_datatype(name, tensor.get("datatype"))
     shape = check_shape(name, tensor.get("shape"))
-    data = tensor.get("data")
-    if not isinstance(data, list):
-        raise InputError(f"input {name!r}: 'data' must be a list")
-    decoded = tensor_from_values(name, datatype, shape, data)
     parameters = tensor.get("parameters")
-    if isinstance(parameters, dict):
+    if parameters is not None and not isinstance(parameters, dict):
+        raise InputError(f"input {name!r}: 'parameters' must be an object")
+    content = raw(name, position) if raw is not None else None
+    if content is not None:
+        decoded = tensor_from_raw(name, datatype, shape, content)
+    else:
+        data = tensor.get("data")
+        if not isinstance(data, list):
+            raise InputError(f"input {name!r}: 'data' must be a list")
+        decoded = tensor_from_values(name, datatype, shape, data)
+    if parameters:
         decoded.parameters = parameters
     return decoded
 

@@ -29,6 +29,7 @@ from ..errors import ConfigError
 KSERVE_GRPC_PORT = 8081
 TORCHSERVE_GRPC_PORT = 7070
 MAX_PORT = 65535
+KSERVE_DEFAULT = "KServe's default"  # the source of a port nobody configured
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,4 +79,4 @@ def grpc_endpoint(
         return GrpcEndpoint(host, port, "grpc_inference_port")
     if address_host is not None:
         return GrpcEndpoint(host, address_port or TORCHSERVE_GRPC_PORT, "grpc_inference_address")
-    return GrpcEndpoint(host, KSERVE_GRPC_PORT, "KServe's default")
+    return GrpcEndpoint(host, KSERVE_GRPC_PORT, KSERVE_DEFAULT)

@@ -107,14 +107,17 @@ async def _receive_body(receive: Receive, limit: int) -> bytes:
 def build_app(
     routes: Sequence[BaseRoute],
     *,
+    on_startup: Callable[[], Awaitable[None]] | None = None,
     on_shutdown: Callable[[], Awaitable[None]] | None = None,
     payload_logger: PayloadLogger | None = None,
 ) -> Starlette:
-    """The application; at shutdown ``on_shutdown`` runs, then the payload logger sends what it still
-    holds (the last answers' events)."""
+    """The application; at start-up ``on_startup`` runs; at shutdown ``on_shutdown`` runs, then the
+    payload logger sends what it still holds (the last answers' events)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if on_startup is not None:
+            await on_startup()
         yield
         try:
             if on_shutdown is not None:

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from ..codecs import native, v1, v2
+from ..codecs import binary, native, v1, v2
 from ..codecs.jsonio import loads_object
 from ..dataplane import DataPlane
 from .app import Endpoint, JSONResponse, read_body, route
@@ -46,6 +46,10 @@ class Endpoints:
         return await read_body(request, self.max_request_size)
 
     # --- KServe v1 ---
+
+    async def v1_live(self, request: Request) -> Response:
+        """``GET /``: KServe's v1 liveness (its SDK's ``is_server_ready`` for v1 asks here)."""
+        return JSONResponse({"status": "alive"})
 
     async def v1_list_models(self, request: Request) -> Response:
         return JSONResponse({"models": self.dataplane.model_names()})
@@ -106,11 +110,13 @@ class Endpoints:
     async def v2_infer(self, request: Request) -> Response:
         name, version = request.path_params["model"], request.path_params.get("version")
         self.dataplane.ready_model(name, version)
-        inference = v2.decode_request(loads_object(await self.body(request)))
+        inference = binary.decode_request(await self.body(request), request.headers.get(binary.HEADER))
         answer = await self.dataplane.infer(
             name, inference, request.headers, request_id_of(request.scope), version
         )
-        return JSONResponse(v2.encode_response(answer))
+        body, headers = binary.encode_response(answer, inference)
+        media_type = binary.CONTENT_TYPE if headers else JSONResponse.media_type
+        return Response(body, headers=headers, media_type=media_type)
 
     # --- TorchServe ---
 
@@ -152,6 +158,7 @@ def routes(
     get, post = ["GET"], ["POST"]
     v2_model = "/v2/models/{model}"
     table: list[BaseRoute] = [
+        route("/", e.v1_live, get, "health"),
         route("/v1/models", e.v1_list_models, get, "v1_models"),
         *(
             route(f"/v1/models/{{model}}:{action}", endpoint, post, f"v1_{action}")
