@@ -33,6 +33,7 @@ from e2e import REPO_ROOT
 from e2e.demo import shared_dir
 from e2e.inference_services import ready_isvc
 from e2e.installation import EXAMPLES, OPERATOR_ACCOUNT, OPERATOR_NAMESPACE, OperatorProcess, install
+from e2e.knative.webhook import APISERVER_FLAGS, KnativeWebhook
 from e2e.localkube import ControlPlane, Kubectl
 from e2e.polling import wait_for
 from e2e.standin.ingress import Ingress
@@ -98,9 +99,14 @@ def serving(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serving]:
     subprocess.run([sys.executable, str(EXAMPLES / "build_model_store.py"), str(store)], check=True,
                    capture_output=True, text=True)
     seed = (shared_dir() / "data" / "requests" / "v1" / "mnist.json").read_bytes()  # the seed's request
-    cluster = ControlPlane().start()
+    cluster = ControlPlane(apiserver_flags=APISERVER_FLAGS).start()
     parts: list[Any] = [cluster]
     try:
+        # Knative's real CRDs and admission webhook, as in every other e2e module: the ksvc the operator
+        # writes passes Knative's own defaulting and validation.
+        knative = KnativeWebhook(cluster.kubeconfig)
+        parts.append(knative)
+        knative.start()
         install(cluster.kubectl)
         cluster.kubectl("create", "namespace", NAMESPACE)
         kubeconfig = wait_for(lambda: _operator_kubeconfig(cluster, workdir), 30, "the operator's account")
