@@ -382,7 +382,7 @@ class Steps:
         url = (isvc.get("status") or {}).get("url", "")
         self.check("READY True", ready, "Ready condition True" if ready else "not Ready")
         expected = f"http://torchserve.{NAMESPACE}.example.com"
-        self.check("URL", url == expected, f"status.url {url!r} (seed: {expected!r})")
+        self.check("URL", url == expected, f"status.url {url!r} (the walkthrough expects {expected!r})")
 
     def predict(self) -> None:
         host = self.env.service_hostname()
@@ -393,7 +393,7 @@ class Steps:
         except ValueError:
             answer = None
         self.check("predict", status == 200 and answer == {"predictions": [2]},
-                   f"HTTP {status} {body[:200]} (seed: {{\"predictions\": [2]}})")
+                   f"HTTP {status} {body[:200]} (the walkthrough expects {{\"predictions\": [2]}})")
 
     def explain(self) -> None:
         host = self.env.service_hostname()
@@ -406,7 +406,7 @@ class Steps:
             explanations = None
         dims = shape(explanations) if explanations is not None else []
         self.check("explain", status == 200 and dims == [1, 1, 28, 28],
-                   f"HTTP {status}, explanations of shape {dims} (seed: [1, 1, 28, 28])")
+                   f"HTTP {status}, explanations of shape {dims} (the walkthrough expects [1, 1, 28, 28])")
 
     def canary(self, requests: int = CANARY_REQUESTS) -> None:
         before = self.env.kubectl.get("-n", NAMESPACE, "isvc", "torchserve") or {}
@@ -432,7 +432,7 @@ class Steps:
         self.check("canary answers", good == requests, f"{good}/{requests} answered {{\"predictions\": [2]}}")
         self.check("canary split", abs(share - CANARY_PERCENT) <= CANARY_TOLERANCE,
                    f"{share:.1f}% to the canary revision {ksvc}, {100 - share:.1f}% to {stable} "
-                   f"(seed: {CANARY_PERCENT}% ± {CANARY_TOLERANCE:.0f})")
+                   f"(the walkthrough expects {CANARY_PERCENT}% ± {CANARY_TOLERANCE:.0f})")
 
     def _new_revision(self, stable: str | None) -> str | None:
         ksvc = self.env.kubectl.get("-n", NAMESPACE, KNATIVE_SERVICES, predictor_service("torchserve"))
@@ -442,9 +442,9 @@ class Steps:
 
 def mnist_request(workdir: Path) -> Path:
     """../shared/data/requests/v1/mnist.json, else the project's own sample written to ``workdir``."""
-    seed = shared_dir() / "data" / "requests" / "v1" / "mnist.json"
-    if seed.is_file():
-        return seed
+    shared = shared_dir() / "data" / "requests" / "v1" / "mnist.json"
+    if shared.is_file():
+        return shared
     path = workdir / "mnist.json"
     path.write_text(json.dumps(own_sample_request()))
     return path

@@ -3,6 +3,7 @@ module cache; only the Service's selector, the EndpointSlice and two feature fla
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -10,20 +11,22 @@ import pytest
 from e2e.knative import manifests, sources
 
 
-@pytest.fixture(scope="module")
-def serving() -> Path:
+def module_dir(find: Callable[[], tuple[Path, str]]) -> Path:
+    """A pinned module's directory in the Go module cache; the test fails (never skips) when it is missing."""
     try:
-        return sources.serving_dir()[0]
+        return find()[0]
     except sources.SourcesMissing as missing:
         pytest.fail(str(missing), pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def serving() -> Path:
+    return module_dir(sources.serving_dir)
 
 
 @pytest.fixture(scope="module")
 def istio_api() -> Path:
-    try:
-        return sources.istio_api_dir()[0]
-    except sources.SourcesMissing as missing:
-        pytest.fail(str(missing), pytrace=False)
+    return module_dir(sources.istio_api_dir)
 
 
 def test_pinned_versions_are_knative_serving_v0_42_2_and_istio_api_v1_32_0() -> None:

@@ -54,7 +54,7 @@ class Serving:
     operator: OperatorProcess
     ingress: Ingress
     store: Path
-    seed: bytes
+    mnist_request: bytes
 
     @property
     def kubectl(self) -> Kubectl:
@@ -80,7 +80,7 @@ class Serving:
                 async def worker() -> None:
                     while left:
                         left.pop()
-                        answers.append(await client.post(PREDICT, content=self.seed, headers={
+                        answers.append(await client.post(PREDICT, content=self.mnist_request, headers={
                             "Host": host, "content-type": "application/json"}))
 
                 await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -98,7 +98,7 @@ def serving(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serving]:
     store = workdir / "store"
     subprocess.run([sys.executable, str(EXAMPLES / "build_model_store.py"), str(store)], check=True,
                    capture_output=True, text=True)
-    seed = (shared_dir() / "data" / "requests" / "v1" / "mnist.json").read_bytes()  # the seed's request
+    mnist_request = (shared_dir() / "data" / "requests" / "v1" / "mnist.json").read_bytes()
     cluster = ControlPlane(apiserver_flags=APISERVER_FLAGS).start()
     parts: list[Any] = [cluster]
     try:
@@ -117,7 +117,7 @@ def serving(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serving]:
         parts.append(standin)
         ingress = Ingress(cluster.kubeconfig, standin).start()
         parts.append(ingress)
-        yield Serving(cluster, operator, ingress, store, seed)
+        yield Serving(cluster, operator, ingress, store, mnist_request)
     finally:
         for part in reversed(parts):
             part.stop()

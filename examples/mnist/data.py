@@ -44,7 +44,7 @@ def mnist_dir(shared: Path | str | None = None) -> Path:
     return shared_dir(shared) / "data" / "mnist"
 
 
-def seed_request_path(shared: Path | str | None = None) -> Path:
+def mnist_request_path(shared: Path | str | None = None) -> Path:
     """The seed's v1 request: one PNG of a "2", answered with ``{"predictions": [2]}``."""
     return shared_dir(shared) / "data" / "requests" / "v1" / "mnist.json"
 

@@ -109,11 +109,11 @@ def test_truncated_idx_file_is_refused(mnist_data: ModuleType, tmp_path: Path) -
         mnist_data.load_images(tmp_path)
 
 
-def test_seed_request_is_a_2_that_the_model_classifies_as_2(
+def test_the_mnist_request_is_a_2_that_the_model_classifies_as_2(
     example_dir: Path, mnist_data: ModuleType
 ) -> None:
-    seed = json.loads(mnist_data.seed_request_path().read_text())
-    image = mnist_data.decode_png_b64(seed["instances"][0]["data"])
+    mnist_request = json.loads(mnist_data.mnist_request_path().read_text())
+    image = mnist_data.decode_png_b64(mnist_request["instances"][0]["data"])
     assert image.shape == (28, 28)
     with torch.inference_mode():
         assert int(load_model(example_dir)(mnist_data.to_tensor(image[None])).argmax(1)) == 2
@@ -137,7 +137,7 @@ def test_requests_carry_the_images_losslessly(mnist_data: ModuleType, heldout: t
     assert tensor.min() == pytest.approx(-0.1307 / 0.3081, abs=1e-5)
 
 
-def test_model_store_has_the_seed_layout_built_by_the_real_archiver(model_store: Path) -> None:
+def test_model_store_has_the_torchserve_store_layout_built_by_the_real_archiver(model_store: Path) -> None:
     archive = model_store / "model-store" / "mnist.mar"
     with zipfile.ZipFile(archive) as mar:
         manifest = json.loads(mar.read("MAR-INF/MANIFEST.json"))

@@ -41,7 +41,7 @@ MIN_ACCURACY = 0.97
 
 @pytest.fixture(scope="module")
 def torchserve(
-    torchserve_layout_store: Path, tmp_path_factory: pytest.TempPathFactory, seed_request: bytes
+    torchserve_layout_store: Path, tmp_path_factory: pytest.TempPathFactory, mnist_request: bytes
 ) -> Iterator[serving_procs.Server]:
     if shutil.which("java") is None:
         pytest.fail("TorchServe needs Java 17 on PATH")
@@ -52,7 +52,7 @@ def torchserve(
         )
     try:
         server.start()
-        server.wait_first_answer("/v1/models/mnist:predict", seed_request, timeout=180)
+        server.wait_first_answer("/v1/models/mnist:predict", mnist_request, timeout=180)
         yield server
     finally:
         survivors = server.stop()
@@ -61,8 +61,8 @@ def torchserve(
 
 
 @pytest.fixture(scope="module")
-def seed_request(mnist_data: ModuleType) -> bytes:
-    return mnist_data.seed_request_path().read_bytes()
+def mnist_request(mnist_data: ModuleType) -> bytes:
+    return mnist_data.mnist_request_path().read_bytes()
 
 
 def v1_predictions(url: str, body: bytes) -> list[int]:
@@ -87,10 +87,10 @@ def test_torchserve_and_our_runtime_answer_the_same_digit_for_every_heldout_imag
     torchserve_layout_runtime: Any,
     mnist_data: ModuleType,
     heldout: tuple[np.ndarray, np.ndarray],
-    seed_request: bytes,
+    mnist_request: bytes,
 ) -> None:
     ts_url, our_url = f"http://127.0.0.1:{torchserve.port}", torchserve_layout_runtime.url
-    assert v1_predictions(ts_url, seed_request) == v1_predictions(our_url, seed_request) == [2]
+    assert v1_predictions(ts_url, mnist_request) == v1_predictions(our_url, mnist_request) == [2]
 
     images, labels = heldout
     theirs: list[int] = []

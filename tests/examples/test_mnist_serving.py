@@ -23,10 +23,10 @@ def client() -> Iterator[httpx.Client]:
 
 
 @pytest.fixture(scope="module")
-def seed_digit(mnist_data: ModuleType) -> np.ndarray:
+def request_digit(mnist_data: ModuleType) -> np.ndarray:
     """The seed request's "2" as a ``[1, 28, 28]`` uint8 batch."""
-    seed = json.loads(mnist_data.seed_request_path().read_text())
-    return mnist_data.decode_png_b64(seed["instances"][0]["data"])[None]
+    mnist_request = json.loads(mnist_data.mnist_request_path().read_text())
+    return mnist_data.decode_png_b64(mnist_request["instances"][0]["data"])[None]
 
 
 def v2_classes(response: httpx.Response, expected_rows: int) -> list[int]:
@@ -36,44 +36,47 @@ def v2_classes(response: httpx.Response, expected_rows: int) -> list[int]:
     return [int(c) for c in output["data"]]
 
 
-@pytest.mark.parametrize("model_name", ["mnist", "torchserve"])
-def test_seed_request_file_predicts_2(
-    mnist_runtime: Any, client: httpx.Client, mnist_data: ModuleType, model_name: str
-) -> None:
-    response = client.post(
-        f"{mnist_runtime.url}/v1/models/{model_name}:predict",
-        content=mnist_data.seed_request_path().read_bytes(),
-        headers={"content-type": "application/json"},
-    )
+def assert_the_mnist_request_predicts_2(client: httpx.Client, url: str, mnist_data: ModuleType) -> None:
+    """The walkthrough's v1 request file (a PNG of a 2) posted as it is to ``url``."""
+    content = mnist_data.mnist_request_path().read_bytes()
+    response = client.post(url, content=content, headers={"content-type": "application/json"})
     assert response.status_code == 200, response.text
     assert response.json() == {"predictions": [2]}
 
 
-def test_v2_infer_with_the_seed_digit_as_bytes_png_returns_2(
-    mnist_runtime: Any, client: httpx.Client, mnist_data: ModuleType, seed_digit: np.ndarray
+@pytest.mark.parametrize("model_name", ["mnist", "torchserve"])
+def test_the_mnist_request_file_predicts_2(
+    mnist_runtime: Any, client: httpx.Client, mnist_data: ModuleType, model_name: str
+) -> None:
+    url = f"{mnist_runtime.url}/v1/models/{model_name}:predict"
+    assert_the_mnist_request_predicts_2(client, url, mnist_data)
+
+
+def test_v2_infer_with_the_request_digit_as_bytes_png_returns_2(
+    mnist_runtime: Any, client: httpx.Client, mnist_data: ModuleType, request_digit: np.ndarray
 ) -> None:
     response = client.post(
-        f"{mnist_runtime.url}/v2/models/mnist/infer", json=mnist_data.v2_bytes_request(seed_digit)
+        f"{mnist_runtime.url}/v2/models/mnist/infer", json=mnist_data.v2_bytes_request(request_digit)
     )
     assert v2_classes(response, 1) == [2]
     assert response.json()["model_name"] == "mnist"
     assert response.json()["model_version"] == "1.0"
 
 
-def test_v2_infer_with_the_seed_digit_as_fp32_tensor_returns_2(
-    mnist_runtime: Any, client: httpx.Client, mnist_data: ModuleType, seed_digit: np.ndarray
+def test_v2_infer_with_the_request_digit_as_fp32_tensor_returns_2(
+    mnist_runtime: Any, client: httpx.Client, mnist_data: ModuleType, request_digit: np.ndarray
 ) -> None:
-    body = mnist_data.v2_fp32_request(seed_digit)
+    body = mnist_data.v2_fp32_request(request_digit)
     assert body["inputs"][0]["shape"] == [1, 1, 28, 28]
     response = client.post(f"{mnist_runtime.url}/v2/models/mnist/infer", json=body)
     assert v2_classes(response, 1) == [2]
 
 
 def test_torchserve_native_predictions_with_a_raw_png_returns_the_digit(
-    mnist_runtime: Any, client: httpx.Client, mnist_data: ModuleType, seed_digit: np.ndarray
+    mnist_runtime: Any, client: httpx.Client, mnist_data: ModuleType, request_digit: np.ndarray
 ) -> None:
     response = client.post(
-        f"{mnist_runtime.url}/predictions/mnist", content=mnist_data.png_bytes(seed_digit[0])
+        f"{mnist_runtime.url}/predictions/mnist", content=mnist_data.png_bytes(request_digit[0])
     )
     assert response.status_code == 200, response.text
     assert response.json() == 2
@@ -122,13 +125,7 @@ def test_archive_with_a_handler_subclassing_torchserves_image_classifier_serves_
     torchserve_layout_runtime: Any, client: httpx.Client, mnist_data: ModuleType, heldout: tuple
 ) -> None:
     url = torchserve_layout_runtime.url
-    response = client.post(
-        f"{url}/v1/models/mnist:predict",
-        content=mnist_data.seed_request_path().read_bytes(),
-        headers={"content-type": "application/json"},
-    )
-    assert response.status_code == 200, response.text
-    assert response.json() == {"predictions": [2]}
+    assert_the_mnist_request_predicts_2(client, f"{url}/v1/models/mnist:predict", mnist_data)
 
     images, labels = heldout[0][:200], heldout[1][:200]
     response = client.post(f"{url}/v1/models/mnist:predict", json=mnist_data.v1_request(images))

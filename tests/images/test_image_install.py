@@ -83,28 +83,19 @@ def test_storage_initializer_install_has_no_torch_and_its_entrypoint_runs(tmp_pa
     installed = assert_no_torch(python, env)
     assert {"botocore", "google-cloud-storage", "requests", "urllib3"} <= installed
     entrypoint = exec_form(effective(STAGES, "storage-initializer", "ENTRYPOINT"))
-    done = subprocess.run(
-        [str(python), *entrypoint[1:], "--help"],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=60,
-    )
+
+    def initializer(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [str(python), *entrypoint[1:], *args]
+        return subprocess.run(command, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+
+    done = initializer("--help")
     assert done.returncode == 0, done.stderr
     assert "src_uri" in done.stdout and "dest_dir" in done.stdout
     # The import chain of the storage CLI must not need torch either: copying a local file works.
     source = tmp_path / "model-src"
     source.mkdir()
     (source / "model.mar").write_bytes(b"archive bytes")
-    done = subprocess.run(
-        [str(python), *entrypoint[1:], str(source), str(tmp_path / "mnt-models")],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=120,
-    )
+    done = initializer(str(source), str(tmp_path / "mnt-models"))
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "mnt-models" / "model.mar").read_bytes() == b"archive bytes"
 

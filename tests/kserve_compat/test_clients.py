@@ -34,11 +34,8 @@ def plan(digits: dict[str, Path], calls: list[dict[str, Any]], **options: Any) -
 @pytest.fixture(scope="module")
 def kserve_rest_v1(compat_runtime: Any, digit_files: dict[str, Path], clients_py: Path) -> dict[str, Any]:
     calls = [{"id": c, "call": c} for c in ("live", "model_ready", "infer_fp32", "infer_png")]
-    return run_client(
-        clients_py,
-        "kserve_rest.py",
-        plan(digit_files, calls, url=compat_runtime.url, protocol="v1"),
-    )
+    options = {"url": compat_runtime.url, "protocol": "v1"}
+    return run_client(clients_py, "kserve_rest.py", plan(digit_files, calls, **options))
 
 
 @pytest.fixture(scope="module")
@@ -48,11 +45,8 @@ def kserve_rest_v2(compat_runtime: Any, digit_files: dict[str, Path], clients_py
         {"id": "infer_fp32_binary", "call": "infer_fp32", "binary": True},
         {"id": "infer_png_binary", "call": "infer_png", "binary": True},
     ]
-    return run_client(
-        clients_py,
-        "kserve_rest.py",
-        plan(digit_files, calls, url=compat_runtime.url, protocol="v2"),
-    )
+    options = {"url": compat_runtime.url, "protocol": "v2"}
+    return run_client(clients_py, "kserve_rest.py", plan(digit_files, calls, **options))
 
 
 @pytest.fixture(scope="module")

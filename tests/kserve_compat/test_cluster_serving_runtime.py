@@ -206,7 +206,7 @@ def pod(mnist_store: Path, tmp_path: Path) -> Iterator[Any]:
             plan["grpc"] = {
                 "target": f"127.0.0.1:{port.port}",
                 "model": grpc_model,
-                "digit": seed_digit_fp32(),
+                "digit": digit_fp32(),
             }
         plan_path = tmp_path / "plan.json"
         plan_path.write_text(json.dumps(plan))
@@ -225,24 +225,24 @@ def pod(mnist_store: Path, tmp_path: Path) -> Iterator[Any]:
         stop(process, 20, kill_timeout=10)
 
 
-def seed_png_b64() -> str:
+def digit_png_b64() -> str:
     """The seed request's PNG (a "2"), read as examples/mnist reads it (../shared, $TORCH_ISVC_SHARED_DIR)."""
-    from data import seed_request_path
+    from data import mnist_request_path
 
-    return json.loads(seed_request_path().read_text())["instances"][0]["data"]
+    return json.loads(mnist_request_path().read_text())["instances"][0]["data"]
 
 
-def seed_digit_fp32() -> list:
+def digit_fp32() -> list:
     from data import decode_png_b64, to_tensor
 
-    return to_tensor(decode_png_b64(seed_png_b64())[None]).tolist()
+    return to_tensor(decode_png_b64(digit_png_b64())[None]).tolist()
 
 
 @pytest.mark.slow
-def test_rendered_v1_command_serves_the_seed_request_under_the_isvc_name(
+def test_rendered_v1_command_serves_the_mnist_request_under_the_isvc_name(
     csr: dict[str, Any], pod: Any
 ) -> None:
-    body = {"instances": [{"data": seed_png_b64()}]}
+    body = {"instances": [{"data": digit_png_b64()}]}
     answer = pod(
         predictor_container(csr, inference_service(ISVC, protocol="v1")),
         http=[
@@ -263,7 +263,7 @@ def test_rendered_v1_command_serves_the_seed_request_under_the_isvc_name(
 def test_rendered_v2_command_infers_an_fp32_digit_under_the_isvc_name(csr: dict[str, Any], pod: Any) -> None:
     container = predictor_container(csr, inference_service(ISVC, protocol="v2"))
     assert {"name": "TS_SERVICE_ENVELOPE", "value": "kservev2"} in container["env"]
-    tensor = {"name": "input-0", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": seed_digit_fp32()}
+    tensor = {"name": "input-0", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": digit_fp32()}
     answer = pod(
         container,
         http=[

@@ -21,7 +21,7 @@ from e2e.processes import free_port as free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHARED_DIR = REPO_ROOT.parent / "shared"
-SEED_REQUEST = SHARED_DIR / "data" / "requests" / "v1" / "mnist.json"
+MNIST_REQUEST = SHARED_DIR / "data" / "requests" / "v1" / "mnist.json"
 RULES = REPO_ROOT / "monitoring" / "prometheus" / "isvc-rules.yaml"
 DASHBOARD = REPO_ROOT / "monitoring" / "grafana" / "torch-isvc.json"
 ASSETS = Path(__file__).resolve().parent / "assets"

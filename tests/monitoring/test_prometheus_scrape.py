@@ -23,8 +23,8 @@ import pytest
 import yaml
 from monitoring_support import (
     DASHBOARD,
+    MNIST_REQUEST,
     RULES,
-    SEED_REQUEST,
     Prometheus,
     Runtime,
     build_bad_canary_store,
@@ -54,17 +54,17 @@ class Scenario:
     at: float = 0.0  # when Prometheus had scraped every request: the time the queries are evaluated at
 
 
-def _requests(seed: dict[str, Any]) -> list[tuple[str, str, str, dict[str, Any]]]:
+def _requests(mnist_request: dict[str, Any]) -> list[tuple[str, str, str, dict[str, Any]]]:
     """One round of load for the stable revision: (endpoint label, path, expected code, httpx kwargs)."""
-    b64 = seed["instances"][0]["data"]
+    b64 = mnist_request["instances"][0]["data"]
     v2 = {"inputs": [{"name": "input-0", "shape": [1], "datatype": "BYTES", "data": [b64]}]}
     png = base64.b64decode(b64)
-    predict = ("v1_predict", "/v1/models/mnist:predict", {"json": seed})
+    predict = ("v1_predict", "/v1/models/mnist:predict", {"json": mnist_request})
     return [
         (*predict[:2], 200, predict[2]),
         (*predict[:2], 200, predict[2]),
         (*predict[:2], 200, predict[2]),
-        ("v1_predict", f"/v1/models/{ISVC}:predict", 200, {"json": seed}),  # the isvc's alias of mnist
+        ("v1_predict", f"/v1/models/{ISVC}:predict", 200, {"json": mnist_request}),  # the isvc's alias
         ("v2_infer", "/v2/models/mnist/infer", 200, {"json": v2}),
         ("predictions", "/predictions/mnist", 200, {"content": png}),
         ("v1_predict", "/v1/models/mnist:predict", 400, {"content": b"{not json"}),
@@ -94,8 +94,8 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
         )
         wait_until(lambda: len(finite_values(prometheus.query("up == 1"))) == 2, 30, "both runtimes scraped")
         scenario = Scenario(prometheus, stable, canary)
-        seed = json.loads(SEED_REQUEST.read_text())
-        round_requests = _requests(seed)
+        mnist_request = json.loads(MNIST_REQUEST.read_text())
+        round_requests = _requests(mnist_request)
         with ThreadPoolExecutor(4) as pool:
             for _ in range(ROUNDS):
                 jobs = [
@@ -104,7 +104,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
                 ]
                 jobs.append(
                     (CANARY, "v1_predict", 500,
-                     pool.submit(_send, canary.url, "/v1/models/mnist:predict", {"json": seed}))
+                     pool.submit(_send, canary.url, "/v1/models/mnist:predict", {"json": mnist_request}))
                 )  # fmt: skip
                 for revision, endpoint, expected, job in jobs:
                     code = job.result()
@@ -114,7 +114,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
         # Explanations last, one at a time: they share the model's thread, and predictions queued behind
         # one would spend the stable revision's latency budget.
         for _ in range(3):
-            assert _send(stable.url, "/v1/models/mnist:explain", {"json": seed}) == 200
+            assert _send(stable.url, "/v1/models/mnist:explain", {"json": mnist_request}) == 200
             scenario.sent[(STABLE, "v1_explain", 200)] += 1
             time.sleep(1.1)  # one scrape apart, so the explanation histogram's rate() moves
         total = sum(scenario.sent.values())

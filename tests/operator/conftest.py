@@ -24,3 +24,9 @@ def isvc_factory():
         return isvc
 
     return make
+
+
+@pytest.fixture
+def known(cluster: Any) -> Any:
+    """The operator's caches (isvc_operator.known.Known) as the module's fake ``cluster`` fills them."""
+    return cluster.known()

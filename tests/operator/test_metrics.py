@@ -38,7 +38,7 @@ def test_every_predictor_revision_is_annotated_for_scraping_by_default(torchserv
     }
 
 
-def test_the_seed_metrics_sample_keeps_its_own_annotations(isvc_factory) -> None:
+def test_the_metrics_sample_keeps_its_own_annotations(isvc_factory) -> None:
     isvc = isvc_factory()
     isvc["metadata"]["annotations"] = {"prometheus.io/scrape": "true", "prometheus.io/port": "9091",
                                        "team.example/owner": "ml"}  # fmt: skip

@@ -39,18 +39,18 @@ def new_isvc(**predictor: Any) -> dict[str, Any]:
     return isvc
 
 
-@pytest.fixture
-def cluster() -> FakeCluster:
+def cluster_holding(isvc: dict[str, Any]) -> FakeCluster:
+    """A fake cluster with the operator's ConfigMap and ``isvc``, its watch caches filled."""
     cluster = FakeCluster()
     cluster.put_config(config_data())
-    cluster.put(INFERENCE_SERVICE, new_isvc())
+    cluster.put(INFERENCE_SERVICE, isvc)
     cluster.list_all()
     return cluster
 
 
 @pytest.fixture
-def known(cluster: FakeCluster) -> Known:
-    return cluster.known()
+def cluster() -> FakeCluster:
+    return cluster_holding(new_isvc())
 
 
 def run(cluster: FakeCluster, known: Known, key: Key = ISVC) -> str:

@@ -15,13 +15,13 @@ from isvc_operator.known import (
     KNATIVE_SERVICE,
     SERVICE,
     VIRTUAL_SERVICE,
-    Known,
 )
 from isvc_operator.raw import render_raw
 from test_reconcile import (
     ISVC,
     KSVC,
     NAMESPACE,
+    cluster_holding,
     condition,
     config_data,
     knative_reports_ready,
@@ -42,16 +42,7 @@ def raw_isvc(**annotations: str) -> dict[str, Any]:
 
 @pytest.fixture
 def cluster() -> FakeCluster:
-    cluster = FakeCluster()
-    cluster.put_config(config_data())
-    cluster.put(INFERENCE_SERVICE, raw_isvc())
-    cluster.list_all()
-    return cluster
-
-
-@pytest.fixture
-def known(cluster: FakeCluster) -> Known:
-    return cluster.known()
+    return cluster_holding(raw_isvc())
 
 
 def deployment_reports_available(cluster: FakeCluster, ready: int = 1) -> None:

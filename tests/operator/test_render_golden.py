@@ -18,7 +18,7 @@ SAMPLES = ["torchserve", "gpu", "autoscaling", "metrics", "canary", "logger"]
 
 
 @pytest.mark.parametrize("sample", SAMPLES)
-def test_seed_sample_renders_the_golden_knative_service(sample: str) -> None:
+def test_each_sample_renders_its_golden_knative_service(sample: str) -> None:
     rendered = render_knative_service(load_sample(sample), default_config())
     golden = GOLDEN / f"{sample}.ksvc.yaml"
     if os.environ.get("UPDATE_GOLDEN"):

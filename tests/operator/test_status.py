@@ -8,6 +8,10 @@ from typing import Any
 from isvc_operator.status import propagate_status, ready_transition
 
 T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"
+URL = "http://torchserve-predictor-default.kfserving-test.example.com"
+ADDRESS = {"url": "http://torchserve-predictor-default.kfserving-test.svc.cluster.local"}
+REVISION = "torchserve-predictor-default-00001"
+TRAFFIC = [{"revisionName": REVISION, "latestRevision": True, "percent": 100}]
 
 
 def ksvc(ready: str = "True", *, generation: int = 1, observed: int = 1, reason: str = "",
@@ -22,12 +26,11 @@ def ksvc(ready: str = "True", *, generation: int = 1, observed: int = 1, reason:
         "status": {
             "observedGeneration": observed,
             "conditions": [{"type": "ConfigurationsReady", "status": ready}, condition],
-            "url": "http://torchserve-predictor-default.kfserving-test.example.com",
-            "address": {"url": "http://torchserve-predictor-default.kfserving-test.svc.cluster.local"},
-            "latestCreatedRevisionName": "torchserve-predictor-default-00001",
-            "latestReadyRevisionName": "torchserve-predictor-default-00001",
-            "traffic": [{"revisionName": "torchserve-predictor-default-00001", "latestRevision": True,
-                         "percent": 100}],
+            "url": URL,
+            "address": ADDRESS,
+            "latestCreatedRevisionName": REVISION,
+            "latestReadyRevisionName": REVISION,
+            "traffic": TRAFFIC,
         },
     }
 
@@ -40,16 +43,11 @@ def test_ready_ksvc_makes_the_isvc_ready_with_its_urls(torchserve) -> None:
     status = propagate_status(torchserve, ksvc(), T0)
     assert {name: c["status"] for name, c in conditions(status).items()} == {
         "IngressReady": "True", "PredictorReady": "True", "Ready": "True"}
-    assert status["url"] == "http://torchserve-predictor-default.kfserving-test.example.com"
-    assert status["address"] == {"url": "http://torchserve-predictor-default.kfserving-test.svc.cluster.local"}
+    assert status["url"] == URL
+    assert status["address"] == ADDRESS
     assert status["components"]["predictor"] == {
-        "latestRolledoutRevision": "torchserve-predictor-default-00001",
-        "url": "http://torchserve-predictor-default.kfserving-test.example.com",
-        "address": {"url": "http://torchserve-predictor-default.kfserving-test.svc.cluster.local"},
-        "latestCreatedRevision": "torchserve-predictor-default-00001",
-        "latestReadyRevision": "torchserve-predictor-default-00001",
-        "traffic": [{"revisionName": "torchserve-predictor-default-00001", "latestRevision": True,
-                     "percent": 100}],
+        "latestRolledoutRevision": REVISION, "url": URL, "address": ADDRESS,
+        "latestCreatedRevision": REVISION, "latestReadyRevision": REVISION, "traffic": TRAFFIC,
     }
     assert status["observedGeneration"] == 1
 

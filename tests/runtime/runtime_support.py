@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image
-from support.runtime import RuntimeProcess, build_archive, build_mnist_store
+from support.runtime import RuntimeProcess, build_archive, build_mnist_store, serving
 
 __all__ = [
     "ASSETS",
+    "MNIST_REQUEST",
     "REPO_ROOT",
-    "SEED_REQUEST",
     "SHARED_DIR",
     "RuntimeProcess",
     "build_archive",
@@ -29,9 +29,18 @@ __all__ = [
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHARED_DIR = REPO_ROOT.parent / "shared"
-SEED_REQUEST = SHARED_DIR / "data" / "requests" / "v1" / "mnist.json"
+MNIST_REQUEST = SHARED_DIR / "data" / "requests" / "v1" / "mnist.json"
 ASSETS = Path(__file__).resolve().parent / "assets"
+
+
+def asset_archive(store: Path, name: str, handler: str, model: str, weights: Path, **options: Any) -> Path:
+    """An archive of a test handler and model file from tests/runtime/assets, with ``weights``."""
+    return build_archive(
+        store, name, handler=ASSETS / handler, model_file=ASSETS / model, serialized_file=weights, **options
+    )
 EXAMPLE_DIR = REPO_ROOT / "examples" / "mnist"
+# build_archive's keywords for the example's network and trained weights
+MNIST_NET_FILES = {"model_file": EXAMPLE_DIR / "mnist.py", "serialized_file": EXAMPLE_DIR / "mnist_cnn.pt"}
 
 
 def quadrant_png(quadrant: int, *, mode: str = "L", size: int = 8) -> bytes:
@@ -78,9 +87,4 @@ def serving_mnist(tmp_dir: Path, max_request_size: int, *args: str) -> Iterator[
     root = build_mnist_store(tmp_dir)
     with (root / "config" / "config.properties").open("a") as config:
         config.write(f"max_request_size={max_request_size}\n")
-    process = RuntimeProcess(root, root / "runtime.log", "--model-name", "torchserve", *args)
-    try:
-        process.wait_ready()
-        yield process
-    finally:
-        assert process.stop() == 0
+    yield from serving(RuntimeProcess(root, root / "runtime.log", "--model-name", "torchserve", *args))

@@ -17,7 +17,15 @@ from types import ModuleType
 import numpy as np
 import pytest
 import torch
-from runtime_support import ASSETS, REPO_ROOT, RuntimeProcess, build_archive, build_mnist_store
+from runtime_support import (
+    ASSETS,
+    MNIST_NET_FILES,
+    REPO_ROOT,
+    RuntimeProcess,
+    build_archive,
+    build_mnist_store,
+    serving,
+)
 from support.modules import load_module
 
 MNIST = REPO_ROOT / "examples" / "mnist"
@@ -49,25 +57,14 @@ def digits(mnist_data: ModuleType) -> tuple[np.ndarray, list[int]]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RuntimeProcess]:
     """The example's own mnist.mar plus a probe archive (same model, reports batch sizes), batched."""
-    root = build_mnist_store(tmp_path_factory.mktemp("mnist-seed"))
+    root = build_mnist_store(tmp_path_factory.mktemp("mnist-store"))
     store = tmp_path_factory.mktemp("archives")
     shutil.copy(root / "model-store" / "mnist.mar", store / "mnist.mar")
-    build_archive(
-        store,
-        "mnistprobe",
-        handler=ASSETS / "mnist_batch_probe.py",
-        model_file=MNIST / "mnist.py",
-        serialized_file=MNIST / "mnist_cnn.pt",
-        extra_files=[MNIST / "mnist_handler.py"],
-    )
-    process = RuntimeProcess(
+    probe, extra = ASSETS / "mnist_batch_probe.py", [MNIST / "mnist_handler.py"]
+    build_archive(store, "mnistprobe", handler=probe, extra_files=extra, **MNIST_NET_FILES)
+    yield from serving(RuntimeProcess(
         store, store / "runtime.log", "--batch-size", str(MAX_BATCH), "--max-batch-delay", "20"
-    )
-    try:
-        process.wait_ready()
-        yield process
-    finally:
-        assert process.stop() == 0
+    ))
 
 
 def _ask(server: RuntimeProcess, model: str, protocol: int, png: bytes) -> tuple[int, object]:
@@ -91,11 +88,16 @@ def _ask_all_at_once(server: RuntimeProcess, model: str, pngs: list[bytes]) -> l
         return list(pool.map(lambda i: _ask(server, model, i % 3, pngs[i]), range(len(pngs))))
 
 
+@pytest.fixture(scope="module")
+def pngs(mnist_data: ModuleType, digits: tuple[np.ndarray, list[int]]) -> list[bytes]:
+    """The digits as PNG files, in order."""
+    return [mnist_data.png_bytes(image) for image in digits[0]]
+
+
 def test_concurrent_distinct_digits_each_get_their_own_answer_over_v1_v2_and_native(
-    server: RuntimeProcess, mnist_data: ModuleType, digits: tuple[np.ndarray, list[int]]
+    server: RuntimeProcess, pngs: list[bytes], digits: tuple[np.ndarray, list[int]]
 ) -> None:
-    images, expected = digits
-    pngs = [mnist_data.png_bytes(image) for image in images]
+    expected = digits[1]
     answers = _ask_all_at_once(server, "mnist", pngs)
     statuses = [status for status, _ in answers]
     assert statuses == [200] * len(pngs), [a for a in answers if a[0] != 200][:3]
@@ -103,11 +105,10 @@ def test_concurrent_distinct_digits_each_get_their_own_answer_over_v1_v2_and_nat
 
 
 def test_the_same_digits_are_really_batched_and_still_answered_one_by_one(
-    server: RuntimeProcess, mnist_data: ModuleType, digits: tuple[np.ndarray, list[int]]
+    server: RuntimeProcess, pngs: list[bytes], digits: tuple[np.ndarray, list[int]]
 ) -> None:
     """The probe model shows the batches: requests shared handler calls, none above the maximum."""
-    images, expected = digits
-    pngs = [mnist_data.png_bytes(image) for image in images]
+    expected = digits[1]
     answers = _ask_all_at_once(server, "mnistprobe", pngs)
     assert [status for status, _ in answers] == [200] * len(pngs)
     # v2 carries a non-tensor answer as a BYTES element holding its JSON

@@ -192,8 +192,8 @@ def test_cuda_predictions_equal_cpu_predictions_for_200_heldout_digits(
     assert v1["predictions"] == expected
     v2 = post(server, "/v2/models/mnist/infer", mnist.v2_fp32_request(images[:EXPLAINED]))
     assert [int(v) for v in v2["outputs"][0]["data"]] == expected[:EXPLAINED]
-    seed = json.loads(mnist.seed_request_path().read_bytes())
-    assert post(server, "/v1/models/mnist:predict", seed) == {"predictions": [2]}
+    mnist_request = json.loads(mnist.mnist_request_path().read_bytes())
+    assert post(server, "/v1/models/mnist:predict", mnist_request) == {"predictions": [2]}
 
 
 def explained(server: RuntimeProcess, mnist: ModuleType, images: np.ndarray) -> np.ndarray:

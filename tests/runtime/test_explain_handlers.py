@@ -16,7 +16,15 @@ import numpy as np
 import pytest
 import torch
 from captum.attr import IntegratedGradients, LayerIntegratedGradients
-from runtime_support import ASSETS, EXAMPLE_DIR, REPO_ROOT, SEED_REQUEST, RuntimeProcess, build_archive
+from runtime_support import (
+    ASSETS,
+    EXAMPLE_DIR,
+    MNIST_NET_FILES,
+    MNIST_REQUEST,
+    REPO_ROOT,
+    RuntimeProcess,
+    build_archive,
+)
 
 TS_HANDLER = REPO_ROOT / "tests" / "examples" / "handlers" / "ts_mnist_handler.py"
 
@@ -44,11 +52,10 @@ def token_net() -> torch.nn.Module:
 def server(tmp_path_factory: pytest.TempPathFactory, token_net: torch.nn.Module) -> Iterator[RuntimeProcess]:
     root = tmp_path_factory.mktemp("explain-handlers")
     store = root / "model-store"
-    mnist_files = {"model_file": EXAMPLE_DIR / "mnist.py", "serialized_file": EXAMPLE_DIR / "mnist_cnn.pt"}
-    build_archive(store, "own", handler=ASSETS / "explain_own_handler.py", **mnist_files)
-    build_archive(store, "insights", handler=ASSETS / "explain_insights_handler.py", **mnist_files)
-    build_archive(store, "ts", handler=TS_HANDLER, **mnist_files)
-    build_archive(store, "tight", handler=EXAMPLE_DIR / "mnist_handler.py", **mnist_files)
+    build_archive(store, "own", handler=ASSETS / "explain_own_handler.py", **MNIST_NET_FILES)
+    build_archive(store, "insights", handler=ASSETS / "explain_insights_handler.py", **MNIST_NET_FILES)
+    build_archive(store, "ts", handler=TS_HANDLER, **MNIST_NET_FILES)
+    build_archive(store, "tight", handler=EXAMPLE_DIR / "mnist_handler.py", **MNIST_NET_FILES)
     build_archive(store, "upper", handler=ASSETS / "function_handler.py")
     weights = root / "token_net.pt"
     torch.save(token_net.state_dict(), weights)
@@ -86,12 +93,12 @@ def post(server: RuntimeProcess, path: str, body: Any) -> Any:
     return response.json()
 
 
-def seed_png() -> str:
-    return json.loads(SEED_REQUEST.read_bytes())["instances"][0]["data"]
+def digit_png() -> str:
+    return json.loads(MNIST_REQUEST.read_bytes())["instances"][0]["data"]
 
 
 def test_a_handlers_own_explain_handle_answers_as_it_is(server: RuntimeProcess) -> None:
-    body = {"instances": [{"data": seed_png(), "target": 4}, {"data": seed_png()}]}
+    body = {"instances": [{"data": digit_png(), "target": 4}, {"data": digit_png()}]}
     answer = post(server, "/v1/models/own:explain", body)
     assert answer == {
         "explanations": [
@@ -102,7 +109,7 @@ def test_a_handlers_own_explain_handle_answers_as_it_is(server: RuntimeProcess) 
 
 
 def test_get_insights_is_called_once_per_instance_with_its_own_target(server: RuntimeProcess) -> None:
-    body = {"instances": [{"data": seed_png(), "target": 3}, {"data": seed_png(), "target": 8}]}
+    body = {"instances": [{"data": digit_png(), "target": 3}, {"data": digit_png(), "target": 8}]}
     answer = post(server, "/v1/models/insights:explain", body)
     assert answer == {
         "explanations": [
@@ -111,7 +118,7 @@ def test_get_insights_is_called_once_per_instance_with_its_own_target(server: Ru
         ]
     }
     # without a target: the predicted class (the seed digit is a 2)
-    answer = post(server, "/v1/models/insights:explain", {"instances": [{"data": seed_png()}]})
+    answer = post(server, "/v1/models/insights:explain", {"instances": [{"data": digit_png()}]})
     assert answer["explanations"][0]["target"] == 2
 
 
@@ -119,9 +126,9 @@ def test_a_torchserve_handler_explains_the_torchserve_way(
     server: RuntimeProcess, mnist: ModuleType, net: torch.nn.Module
 ) -> None:
     """TorchServe's VisionHandler: 15 steps, the first row's target for every row. Theirs wins."""
-    body = {"instances": [{"data": seed_png(), "target": 3}, {"data": seed_png(), "target": 7}]}
+    body = {"instances": [{"data": digit_png(), "target": 3}, {"data": digit_png(), "target": 7}]}
     ours = np.asarray(post(server, "/v1/models/ts:explain", body)["explanations"], dtype=np.float32)
-    x = mnist.to_tensor(np.stack([mnist.decode_png_b64(seed_png())] * 2))
+    x = mnist.to_tensor(np.stack([mnist.decode_png_b64(digit_png())] * 2))
     expected = IntegratedGradients(net).attribute(x, target=[3, 3], n_steps=15).detach().numpy()
     assert ours.shape == (2, 1, 28, 28)
     assert np.abs(ours - expected).max() < 1e-5
@@ -130,9 +137,9 @@ def test_a_torchserve_handler_explains_the_torchserve_way(
 def test_config_properties_sets_the_models_default_and_bound(
     server: RuntimeProcess, mnist: ModuleType, net: torch.nn.Module
 ) -> None:
-    body = {"instances": [{"data": seed_png(), "target": 2}]}
+    body = {"instances": [{"data": digit_png(), "target": 2}]}
     ours = np.asarray(post(server, "/v1/models/tight:explain", body)["explanations"], dtype=np.float32)
-    x = mnist.to_tensor(mnist.decode_png_b64(seed_png())[None])
+    x = mnist.to_tensor(mnist.decode_png_b64(digit_png())[None])
     expected = IntegratedGradients(net).attribute(x, target=2, n_steps=40, method="riemann_trapezoid")
     assert np.abs(ours - expected.detach().numpy()).max() < 1e-5
     response = server.client.post("/v1/models/tight:explain", json={**body, "parameters": {"n_steps": 51}})
@@ -182,13 +189,7 @@ def test_a_model_that_cannot_explain_says_so(server: RuntimeProcess) -> None:
 
 def test_malformed_explain_settings_stop_startup_naming_the_key(tmp_path: Path) -> None:
     store = tmp_path / "model-store"
-    build_archive(
-        store,
-        "mnist",
-        handler=EXAMPLE_DIR / "mnist_handler.py",
-        model_file=EXAMPLE_DIR / "mnist.py",
-        serialized_file=EXAMPLE_DIR / "mnist_cnn.pt",
-    )
+    build_archive(store, "mnist", handler=EXAMPLE_DIR / "mnist_handler.py", **MNIST_NET_FILES)
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "config.properties").write_text(
         'models={"mnist": {"1.0": {"explain": {"n_steps": "many"}}}}\n'

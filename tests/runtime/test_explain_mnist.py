@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 from captum.attr import IntegratedGradients
-from runtime_support import SEED_REQUEST, RuntimeProcess, build_mnist_store, captum_attributions
+from runtime_support import MNIST_REQUEST, RuntimeProcess, build_mnist_store, captum_attributions
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +38,8 @@ def explain(server: RuntimeProcess, body: Any, path: str = "/v1/models/mnist:exp
     return response.json()
 
 
-def test_the_seed_request_is_explained_with_the_inputs_shape(server: RuntimeProcess) -> None:
-    response = server.client.post("/v1/models/mnist:explain", content=SEED_REQUEST.read_bytes())
+def test_the_mnist_request_is_explained_with_the_inputs_shape(server: RuntimeProcess) -> None:
+    response = server.client.post("/v1/models/mnist:explain", content=MNIST_REQUEST.read_bytes())
     assert response.status_code == 200, response.text
     explanations = np.asarray(response.json()["explanations"])
     assert explanations.shape == (1, 1, 28, 28)
@@ -47,14 +47,14 @@ def test_the_seed_request_is_explained_with_the_inputs_shape(server: RuntimeProc
     assert np.abs(explanations).max() > 0
 
 
-def test_seed_explanation_is_captums_15_step_attribution_for_the_seeds_target(
+def test_mnist_explanation_is_captums_15_step_attribution_for_the_requests_target(
     server: RuntimeProcess, mnist: ModuleType, net: torch.nn.Module
 ) -> None:
-    seed = json.loads(SEED_REQUEST.read_bytes())
-    instance = seed["instances"][0]
+    mnist_request = json.loads(MNIST_REQUEST.read_bytes())
+    instance = mnist_request["instances"][0]
     x = mnist.to_tensor(mnist.decode_png_b64(instance["data"])[None])
     expected = captum_attributions(net, x, [instance["target"]], 15)
-    ours = np.asarray(explain(server, seed)["explanations"], dtype=np.float32)
+    ours = np.asarray(explain(server, mnist_request)["explanations"], dtype=np.float32)
     assert np.abs(ours - expected).max() < 1e-5
 
 
@@ -210,15 +210,15 @@ BAD_REQUESTS = [
 def test_bad_explain_requests_get_json_errors_and_the_server_keeps_serving(
     server: RuntimeProcess, path: str | None, body: Any, status: int, message: str
 ) -> None:
-    seed = json.loads(SEED_REQUEST.read_bytes())
-    png = seed["instances"][0]["data"]
+    mnist_request = json.loads(MNIST_REQUEST.read_bytes())
+    png = mnist_request["instances"][0]["data"]
     text = json.dumps(body).replace('"SEED"', json.dumps(png))
     response = server.client.post(
         path or "/v1/models/mnist:explain", content=text, headers={"content-type": "application/json"}
     )
     assert response.status_code == status, response.text
     assert message in response.json()["error"]
-    assert server.client.post("/v1/models/mnist:explain", json=seed).status_code == 200
+    assert server.client.post("/v1/models/mnist:explain", json=mnist_request).status_code == 200
 
 
 def test_explain_routes_answer_only_post(server: RuntimeProcess) -> None:
@@ -228,6 +228,6 @@ def test_explain_routes_answer_only_post(server: RuntimeProcess) -> None:
 
 
 def test_explain_is_served_under_the_inferenceservice_name_too(server: RuntimeProcess) -> None:
-    response = server.client.post("/v1/models/torchserve:explain", content=SEED_REQUEST.read_bytes())
+    response = server.client.post("/v1/models/torchserve:explain", content=MNIST_REQUEST.read_bytes())
     assert response.status_code == 200, response.text
     assert np.asarray(response.json()["explanations"]).shape == (1, 1, 28, 28)

@@ -18,7 +18,7 @@ import grpc
 import numpy as np
 import pytest
 from isvc_runtime.grpc.stubs import SERVICE_NAME, pb
-from runtime_support import SEED_REQUEST, RuntimeProcess, serving_mnist
+from runtime_support import MNIST_REQUEST, RuntimeProcess, serving_mnist
 
 from e2e.processes import free_port
 
@@ -38,30 +38,30 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RuntimeProcess]
         yield process
 
 
-def seed_png() -> bytes:
-    return base64.b64decode(json.loads(SEED_REQUEST.read_text())["instances"][0]["data"])
+def digit_png() -> bytes:
+    return base64.b64decode(json.loads(MNIST_REQUEST.read_text())["instances"][0]["data"])
 
 
-def seed_fp32() -> np.ndarray:
+def digit_fp32() -> np.ndarray:
     import io
 
     from PIL import Image
 
-    pixels = np.asarray(Image.open(io.BytesIO(seed_png())), dtype=np.float32) / 255.0
+    pixels = np.asarray(Image.open(io.BytesIO(digit_png())), dtype=np.float32) / 255.0
     return ((pixels - 0.1307) / 0.3081).reshape(1, 1, 28, 28).astype(np.float32)
 
 
-def rest_seeds() -> list[tuple[str, dict[str, str], Any]]:
+def rest_corpus() -> list[tuple[str, dict[str, str], Any]]:
     """(path, headers, body: a JSON value or bytes) of valid requests."""
-    b64 = base64.b64encode(seed_png()).decode()
+    b64 = base64.b64encode(digit_png()).decode()
     fp32 = {
         "name": "input-0",
         "shape": [1, 1, 28, 28],
         "datatype": "FP32",
-        "data": seed_fp32().ravel().tolist(),
+        "data": digit_fp32().ravel().tolist(),
     }
     png = {"name": "input-0", "shape": [1], "datatype": "BYTES", "data": [b64]}
-    raw = struct.pack("<I", len(seed_png())) + seed_png()
+    raw = struct.pack("<I", len(digit_png())) + digit_png()
     header = json.dumps(
         {
             "inputs": [
@@ -76,14 +76,14 @@ def rest_seeds() -> list[tuple[str, dict[str, str], Any]]:
     ).encode()
     binary_headers = {"Inference-Header-Content-Length": str(len(header))}
     return [
-        ("/v1/models/mnist:predict", {}, json.loads(SEED_REQUEST.read_text())),
-        ("/v1/models/mnist:explain", {}, json.loads(SEED_REQUEST.read_text())),
+        ("/v1/models/mnist:predict", {}, json.loads(MNIST_REQUEST.read_text())),
+        ("/v1/models/mnist:explain", {}, json.loads(MNIST_REQUEST.read_text())),
         ("/v2/models/mnist/infer", {}, {"id": "f", "inputs": [png]}),
         ("/v2/models/mnist/infer", {}, {"inputs": [fp32], "parameters": {"binary_data_output": True}}),
         ("/v2/models/mnist/versions/1.0/infer", {}, {"inputs": [png], "outputs": [{"name": "output-0"}]}),
         ("/v2/models/mnist/explain", {}, {"inputs": [png]}),
         ("/v2/models/mnist/infer", binary_headers, header + raw),
-        ("/predictions/mnist", {}, seed_png()),
+        ("/predictions/mnist", {}, digit_png()),
     ]
 
 
@@ -141,7 +141,7 @@ def rest_case(
 
 def test_malformed_rest_bodies_get_400_never_500(server: RuntimeProcess) -> None:
     rng = random.Random(SEED)
-    seeds = rest_seeds()
+    seeds = rest_corpus()
     statuses: dict[int, int] = {}
     for _ in range(REST_CASES):
         path, headers, body = rest_case(rng, seeds)
@@ -149,18 +149,18 @@ def test_malformed_rest_bodies_get_400_never_500(server: RuntimeProcess) -> None
         statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
         assert response.status_code in (200, 400), (path, headers, body[:300], response.text[:500])
     assert statuses.get(400, 0) > REST_CASES // 2, statuses
-    assert server.client.post("/v1/models/mnist:predict", content=SEED_REQUEST.read_bytes()).json() == {
+    assert server.client.post("/v1/models/mnist:predict", content=MNIST_REQUEST.read_bytes()).json() == {
         "predictions": [2]
     }
 
 
-def grpc_seeds() -> list[tuple[str, Any]]:
+def grpc_corpus() -> list[tuple[str, Any]]:
     fp32 = pb.ModelInferRequest(model_name="mnist", id="f")
     fp32.inputs.add(name="input-0", datatype="FP32", shape=[1, 1, 28, 28])
-    fp32.raw_input_contents.append(seed_fp32().tobytes())
+    fp32.raw_input_contents.append(digit_fp32().tobytes())
     contents = pb.ModelInferRequest(model_name="mnist", model_version="1.0")
     contents.inputs.add(name="input-0", datatype="BYTES", shape=[1]).contents.bytes_contents.append(
-        seed_png()
+        digit_png()
     )
     contents.outputs.add(name="output-0").parameters["p"].int64_param = 1
     return [
@@ -201,7 +201,7 @@ def mutate_message(message: Any, rng: random.Random) -> Any:
 
 def test_malformed_grpc_messages_get_invalid_argument_never_internal(server: RuntimeProcess) -> None:
     rng = random.Random(SEED)
-    seeds = grpc_seeds()
+    seeds = grpc_corpus()
     allowed = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND}
     codes: dict[str, int] = {}
     with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:  # type: ignore[attr-defined]
@@ -226,6 +226,6 @@ def test_malformed_grpc_messages_get_invalid_argument_never_internal(server: Run
             )
         )
     assert ready.ready and codes.get("INVALID_ARGUMENT", 0) > GRPC_CASES // 4, codes
-    assert server.client.post("/v1/models/mnist:predict", content=SEED_REQUEST.read_bytes()).json() == {
+    assert server.client.post("/v1/models/mnist:predict", content=MNIST_REQUEST.read_bytes()).json() == {
         "predictions": [2]
     }

@@ -17,7 +17,7 @@ import httpx
 import numpy as np
 import pytest
 from isvc_runtime.grpc.stubs import SERVICE_NAME, GRPCInferenceServiceStub, health_pb2, health_pb2_grpc, pb
-from runtime_support import SEED_REQUEST, RuntimeProcess, serving_mnist
+from runtime_support import MNIST_REQUEST, RuntimeProcess, serving_mnist
 
 from e2e.processes import free_port
 
@@ -46,11 +46,11 @@ def stub(channel: grpc.Channel) -> GRPCInferenceServiceStub:
 
 
 @pytest.fixture(scope="module")
-def seed_png() -> bytes:
-    return base64.b64decode(json.loads(SEED_REQUEST.read_text())["instances"][0]["data"])
+def digit_png() -> bytes:
+    return base64.b64decode(json.loads(MNIST_REQUEST.read_text())["instances"][0]["data"])
 
 
-def seed_fp32(png: bytes) -> np.ndarray:
+def digit_fp32(png: bytes) -> np.ndarray:
     from PIL import Image
 
     pixels = np.asarray(Image.open(io.BytesIO(png)), dtype=np.float32) / 255.0
@@ -85,37 +85,37 @@ def test_health_liveness_readiness_and_metadata(
         assert answer.status == health_pb2.HealthCheckResponse.SERVING
 
 
-def test_fp32_in_contents_answers_in_contents(stub: GRPCInferenceServiceStub, seed_png: bytes) -> None:
-    answer = stub.ModelInfer(fp32_request(seed_fp32(seed_png), raw=False, id="req-1"))
+def test_fp32_in_contents_answers_in_contents(stub: GRPCInferenceServiceStub, digit_png: bytes) -> None:
+    answer = stub.ModelInfer(fp32_request(digit_fp32(digit_png), raw=False, id="req-1"))
     assert answer.model_name == "mnist" and answer.model_version == "1.0" and answer.id == "req-1"
     (output,) = answer.outputs
     assert (output.name, output.datatype, list(output.shape)) == ("output-0", "INT64", [1])
     assert list(output.contents.int64_contents) == [2] and not answer.raw_output_contents
 
 
-def test_raw_request_gets_a_raw_answer(stub: GRPCInferenceServiceStub, seed_png: bytes) -> None:
-    batch = np.concatenate([seed_fp32(seed_png)] * 3)
+def test_raw_request_gets_a_raw_answer(stub: GRPCInferenceServiceStub, digit_png: bytes) -> None:
+    batch = np.concatenate([digit_fp32(digit_png)] * 3)
     answer = stub.ModelInfer(fp32_request(batch, raw=True, model="torchserve"))
     assert answer.model_name == "torchserve" and list(answer.outputs[0].shape) == [3]
     assert np.frombuffer(answer.raw_output_contents[0], "<i8").tolist() == [2, 2, 2]
 
 
-def test_bytes_png_in_contents_and_raw(stub: GRPCInferenceServiceStub, seed_png: bytes) -> None:
+def test_bytes_png_in_contents_and_raw(stub: GRPCInferenceServiceStub, digit_png: bytes) -> None:
     request = pb.ModelInferRequest(model_name="mnist")
     request.inputs.add(name="input-0", datatype="BYTES", shape=[2]).contents.bytes_contents.extend(
-        [seed_png, seed_png]
+        [digit_png, digit_png]
     )
     assert list(stub.ModelInfer(request).outputs[0].contents.int64_contents) == [2, 2]
     raw = pb.ModelInferRequest(model_name="mnist")
     raw.inputs.add(name="input-0", datatype="BYTES", shape=[1])
-    raw.raw_input_contents.append(struct.pack("<I", len(seed_png)) + seed_png)
+    raw.raw_input_contents.append(struct.pack("<I", len(digit_png)) + digit_png)
     assert np.frombuffer(stub.ModelInfer(raw).raw_output_contents[0], "<i8").tolist() == [2]
 
 
 def test_parameters_travel_and_requested_outputs_are_honoured(
-    stub: GRPCInferenceServiceStub, seed_png: bytes
+    stub: GRPCInferenceServiceStub, digit_png: bytes
 ) -> None:
-    request = fp32_request(seed_fp32(seed_png), raw=False)
+    request = fp32_request(digit_fp32(digit_png), raw=False)
     request.parameters["trace"].string_param = "abc"
     output = request.outputs.add(name="output-0")
     output.parameters["note"].int64_param = 7
@@ -125,16 +125,16 @@ def test_parameters_travel_and_requested_outputs_are_honoured(
 
 
 def test_grpc_and_rest_requests_share_the_model_and_metrics(
-    server: RuntimeProcess, stub: GRPCInferenceServiceStub, seed_png: bytes
+    server: RuntimeProcess, stub: GRPCInferenceServiceStub, digit_png: bytes
 ) -> None:
-    request = fp32_request(seed_fp32(seed_png), raw=True)
+    request = fp32_request(digit_fp32(digit_png), raw=True)
 
     def over_grpc(_: int) -> list[int]:
         return np.frombuffer(stub.ModelInfer(request).raw_output_contents[0], "<i8").tolist()
 
     def over_rest(_: int) -> list[int]:
         with httpx.Client(base_url=server.url, timeout=30) as client:
-            answer = client.post("/v1/models/mnist:predict", content=SEED_REQUEST.read_bytes())
+            answer = client.post("/v1/models/mnist:predict", content=MNIST_REQUEST.read_bytes())
         return answer.json()["predictions"]
 
     with ThreadPoolExecutor(8) as pool:
@@ -273,7 +273,7 @@ BAD_GRPC = [
 def test_bad_input_gets_its_status_code_and_concurrent_requests_are_undisturbed(
     channel: grpc.Channel,
     stub: GRPCInferenceServiceStub,
-    seed_png: bytes,
+    digit_png: bytes,
     method: str,
     request_: Any,
     code: grpc.StatusCode,
@@ -283,7 +283,7 @@ def test_bad_input_gets_its_status_code_and_concurrent_requests_are_undisturbed(
         f"/{SERVICE_NAME}/{method}", request_serializer=None, response_deserializer=None
     )
     data = request_ if isinstance(request_, bytes) else request_.SerializeToString()
-    good = fp32_request(seed_fp32(seed_png), raw=True)
+    good = fp32_request(digit_fp32(digit_png), raw=True)
     with ThreadPoolExecutor(4) as pool:
         concurrent = [pool.submit(stub.ModelInfer, good) for _ in range(4)]
         with pytest.raises(grpc.RpcError) as raised:
@@ -324,10 +324,10 @@ def test_errors_carry_the_messages_rest_gives(server: RuntimeProcess, stub: GRPC
         assert raised.value.details() == rest
 
 
-def test_seed_request_still_answers_after_the_bad_ones(
+def test_the_mnist_request_still_answers_after_the_bad_ones(
     server: RuntimeProcess, stub: GRPCInferenceServiceStub
 ) -> None:
-    assert server.client.post("/v1/models/mnist:predict", content=SEED_REQUEST.read_bytes()).json() == {
+    assert server.client.post("/v1/models/mnist:predict", content=MNIST_REQUEST.read_bytes()).json() == {
         "predictions": [2]
     }
     assert stub.ServerReady(pb.ServerReadyRequest()).ready

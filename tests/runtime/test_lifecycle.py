@@ -10,19 +10,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from runtime_support import ASSETS, RuntimeProcess, build_archive
+from runtime_support import RuntimeProcess, asset_archive
 
 
 @pytest.fixture(scope="module")
 def slow_store(tmp_path_factory: pytest.TempPathFactory, weights: dict[str, Path]) -> Path:
     store = tmp_path_factory.mktemp("slow-store")
-    build_archive(
-        store,
-        "slow",
-        handler=ASSETS / "slow_init_handler.py",
-        model_file=ASSETS / "scale_sum.py",
-        serialized_file=weights["scale_sum"],
-    )
+    asset_archive(store, "slow", "slow_init_handler.py", "scale_sum.py", weights["scale_sum"])
     return store
 
 

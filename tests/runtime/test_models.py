@@ -9,7 +9,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from runtime_support import ASSETS, RuntimeProcess, build_archive, quadrant_png, quadrant_tensor
+from runtime_support import (
+    ASSETS,
+    RuntimeProcess,
+    asset_archive,
+    build_archive,
+    quadrant_png,
+    quadrant_tensor,
+    serving,
+)
 
 CONFIG = """\
 # the seed's keys, plus one this runtime does not know
@@ -45,19 +53,9 @@ def handle(data, context):
 def server(tmp_path_factory: pytest.TempPathFactory, weights: dict[str, Path]) -> Iterator[RuntimeProcess]:
     root = tmp_path_factory.mktemp("store")
     store = root / "model-store"
-    build_archive(
-        store,
-        "quadrant",
-        handler=ASSETS / "quadrant_handler.py",
-        model_file=ASSETS / "quadrant_net.py",
-        serialized_file=weights["quadrant"],
-    )
-    build_archive(
-        store,
-        "quadrant_ts",
-        handler=ASSETS / "ts_quadrant_handler.py",
-        model_file=ASSETS / "quadrant_net.py",
-        serialized_file=weights["quadrant"],
+    asset_archive(store, "quadrant", "quadrant_handler.py", "quadrant_net.py", weights["quadrant"])
+    asset_archive(
+        store, "quadrant_ts", "ts_quadrant_handler.py", "quadrant_net.py", weights["quadrant"],
         archive_format="zip-store",
     )
     build_archive(
@@ -79,13 +77,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, weights: dict[str, Path]) -
         config_file=root / "script-config.yaml",
     )
     build_archive(store, "exported", handler="base_handler", serialized_file=weights["quadrant_export"])
-    build_archive(
-        store,
-        "batcher",
-        handler=ASSETS / "batch_report_handler.py",
-        model_file=ASSETS / "scale_sum.py",
-        serialized_file=weights["scale_sum"],
-    )
+    asset_archive(store, "batcher", "batch_report_handler.py", "scale_sum.py", weights["scale_sum"])
     build_archive(store, "upper", handler=ASSETS / "function_handler.py")
     for letter in "ab":  # two archives whose handler modules share one file name
         source = root / f"handlers_{letter}" / "handler.py"
@@ -94,12 +86,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, weights: dict[str, Path]) -
         build_archive(store, f"same_{letter}", handler=source)
     (root / "config").mkdir()
     (root / "config" / "config.properties").write_text(CONFIG)
-    process = RuntimeProcess(root, root / "runtime.log")
-    try:
-        process.wait_ready()
-        yield process
-    finally:
-        assert process.stop() == 0
+    yield from serving(RuntimeProcess(root, root / "runtime.log"))
 
 
 def _b64(data: bytes) -> str:
@@ -287,13 +274,7 @@ def test_store_can_be_a_directory_of_archives_or_one_unpacked_archive(
     tmp_path: Path, server: RuntimeProcess, weights: dict[str, Path]
 ) -> None:
     flat = tmp_path / "flat"
-    build_archive(
-        flat,
-        "quadrant",
-        handler=ASSETS / "quadrant_handler.py",
-        model_file=ASSETS / "quadrant_net.py",
-        serialized_file=weights["quadrant"],
-    )
+    asset_archive(flat, "quadrant", "quadrant_handler.py", "quadrant_net.py", weights["quadrant"])
     unpacked = build_archive(
         tmp_path / "one",
         "script",

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from isvc_runtime.payload_logger import REQUEST, RESPONSE
-from runtime_support import SEED_REQUEST, RuntimeProcess, build_mnist_store
+from runtime_support import MNIST_REQUEST, RuntimeProcess, build_mnist_store
 from support.cloudevents_sink import CloudEventsSink, cloudevents_sink
 
 BATCHER_FLAGS = ("--batch-size", "8", "--max-batch-delay", "50", "--response-timeout", "30")
@@ -86,7 +86,7 @@ def test_v1_v2_and_explain_are_logged_as_paired_events_under_the_answers_request
     logged_server: tuple[RuntimeProcess, CloudEventsSink]
 ) -> None:
     process, sink = logged_server
-    seed = SEED_REQUEST.read_bytes()
+    seed = MNIST_REQUEST.read_bytes()
     png = json.loads(seed)["instances"][0]["data"]
     v2 = json.dumps({"inputs": [{"name": "input-0", "shape": [1], "datatype": "BYTES", "data": [png]}]})
     calls = [
@@ -131,7 +131,7 @@ def test_a_failing_sink_costs_no_answer_and_its_events_are_counted_as_dropped(
         url = sink.url if sink_kind == "hanging" else f"http://127.0.0.1:{closed_port()}/events"
         process = start(store, tmp_path / "runtime.log", url)
         try:
-            seed = SEED_REQUEST.read_bytes()
+            seed = MNIST_REQUEST.read_bytes()
             started = time.monotonic()
             answers = [process.client.post("/v1/models/mnist:predict", content=seed) for _ in range(20)]
             elapsed = time.monotonic() - started

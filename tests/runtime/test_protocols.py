@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from runtime_support import REPO_ROOT, SEED_REQUEST, RuntimeProcess, serving_mnist
+from runtime_support import MNIST_REQUEST, REPO_ROOT, RuntimeProcess, serving_mnist
 from support.modules import load_module
 
 MAX_REQUEST_SIZE = 300_000
@@ -30,25 +30,25 @@ def mnist_data() -> ModuleType:
 
 
 @pytest.fixture(scope="module")
-def seed_png_b64() -> str:
-    return json.loads(SEED_REQUEST.read_text())["instances"][0]["data"]
+def digit_png_b64() -> str:
+    return json.loads(MNIST_REQUEST.read_text())["instances"][0]["data"]
 
 
-def test_seed_request_predicts_2(server: RuntimeProcess) -> None:
-    response = server.client.post("/v1/models/mnist:predict", content=SEED_REQUEST.read_bytes())
+def test_the_mnist_request_predicts_2(server: RuntimeProcess) -> None:
+    response = server.client.post("/v1/models/mnist:predict", content=MNIST_REQUEST.read_bytes())
     assert response.status_code == 200
     assert response.json() == {"predictions": [2]}
 
 
-def test_seed_request_under_the_inference_service_name(server: RuntimeProcess) -> None:
-    response = server.client.post("/v1/models/torchserve:predict", content=SEED_REQUEST.read_bytes())
+def test_the_mnist_request_under_the_inference_service_name(server: RuntimeProcess) -> None:
+    response = server.client.post("/v1/models/torchserve:predict", content=MNIST_REQUEST.read_bytes())
     assert response.json() == {"predictions": [2]}
     assert server.client.get("/v1/models").json() == {"models": ["mnist", "torchserve"]}
     assert server.client.get("/v1/models/torchserve").json() == {"name": "torchserve", "ready": True}
 
 
-def test_v2_bytes_png_and_fp32_tensor_both_answer_2(server: RuntimeProcess, seed_png_b64: str) -> None:
-    bytes_body = {"inputs": [{"name": "input-0", "shape": [1], "datatype": "BYTES", "data": [seed_png_b64]}]}
+def test_v2_bytes_png_and_fp32_tensor_both_answer_2(server: RuntimeProcess, digit_png_b64: str) -> None:
+    bytes_body = {"inputs": [{"name": "input-0", "shape": [1], "datatype": "BYTES", "data": [digit_png_b64]}]}
     response = server.client.post("/v2/models/mnist/infer", json=bytes_body)
     assert response.status_code == 200, response.text
     assert response.json()["outputs"] == [
@@ -59,7 +59,7 @@ def test_v2_bytes_png_and_fp32_tensor_both_answer_2(server: RuntimeProcess, seed
 
     from PIL import Image
 
-    pixels = np.asarray(Image.open(io.BytesIO(base64.b64decode(seed_png_b64))), dtype=np.float32) / 255.0
+    pixels = np.asarray(Image.open(io.BytesIO(base64.b64decode(digit_png_b64))), dtype=np.float32) / 255.0
     normalised = ((pixels - 0.1307) / 0.3081).reshape(-1).tolist()
     fp32_body = {
         "inputs": [{"name": "input-0", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": normalised}]
@@ -71,8 +71,8 @@ def test_v2_bytes_png_and_fp32_tensor_both_answer_2(server: RuntimeProcess, seed
     assert result["outputs"][0]["data"] == [2]
 
 
-def test_native_predictions_endpoint_takes_a_raw_png(server: RuntimeProcess, seed_png_b64: str) -> None:
-    response = server.client.post("/predictions/mnist", content=base64.b64decode(seed_png_b64))
+def test_native_predictions_endpoint_takes_a_raw_png(server: RuntimeProcess, digit_png_b64: str) -> None:
+    response = server.client.post("/predictions/mnist", content=base64.b64decode(digit_png_b64))
     assert response.status_code == 200
     assert response.json() == 2
 
@@ -94,7 +94,7 @@ def test_health_and_metadata_endpoints(server: RuntimeProcess) -> None:
 
 def test_request_id_is_echoed_or_generated(server: RuntimeProcess) -> None:
     echoed = server.client.post(
-        "/v1/models/mnist:predict", content=SEED_REQUEST.read_bytes(), headers={"x-request-id": "trace-42"}
+        "/v1/models/mnist:predict", content=MNIST_REQUEST.read_bytes(), headers={"x-request-id": "trace-42"}
     )
     assert echoed.headers["x-request-id"] == "trace-42"
     generated = server.client.get("/v2/health/ready").headers["x-request-id"]
@@ -235,7 +235,7 @@ def test_bad_input_gets_its_status_and_the_next_good_request_succeeds(
     error = response.json()["error"]
     assert words.lower() in error.lower()
     assert "Traceback" not in error
-    good = server.client.post("/v1/models/mnist:predict", content=SEED_REQUEST.read_bytes())
+    good = server.client.post("/v1/models/mnist:predict", content=MNIST_REQUEST.read_bytes())
     assert good.status_code == 200 and good.json() == {"predictions": [2]}
 
 
@@ -277,7 +277,7 @@ def test_heldout_accuracy_through_v1_and_v2_batched_requests(
         assert accuracy >= 0.97, accuracy
 
 
-def _seed_fp32(png_b64: str) -> np.ndarray:
+def _digit_fp32(png_b64: str) -> np.ndarray:
     import io
 
     from PIL import Image
@@ -296,8 +296,8 @@ def _split_answer(response: Any) -> tuple[dict, bytes]:
     return json.loads(response.content[:length]), response.content[length:]
 
 
-def test_v2_binary_fp32_request_gets_a_binary_answer(server: RuntimeProcess, seed_png_b64: str) -> None:
-    batch = np.concatenate([_seed_fp32(seed_png_b64)] * 2)
+def test_v2_binary_fp32_request_gets_a_binary_answer(server: RuntimeProcess, digit_png_b64: str) -> None:
+    batch = np.concatenate([_digit_fp32(digit_png_b64)] * 2)
     raw = batch.astype("<f4").tobytes()
     tensor = {"name": "input-0", "shape": [2, 1, 28, 28], "datatype": "FP32"}
     body, headers = _binary_body(
@@ -321,10 +321,10 @@ def test_v2_binary_fp32_request_gets_a_binary_answer(server: RuntimeProcess, see
     assert np.frombuffer(tail, "<i8").tolist() == [2, 2]
 
 
-def test_v2_binary_bytes_png_and_a_json_answer_per_output(server: RuntimeProcess, seed_png_b64: str) -> None:
+def test_v2_binary_bytes_png_and_a_json_answer_per_output(server: RuntimeProcess, digit_png_b64: str) -> None:
     import struct
 
-    png = base64.b64decode(seed_png_b64)
+    png = base64.b64decode(digit_png_b64)
     raw = struct.pack("<I", len(png)) + png
     body, headers = _binary_body(
         {

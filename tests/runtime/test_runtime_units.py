@@ -110,7 +110,7 @@ def test_load_models_forms_select_archives(tmp_path: Path) -> None:
         select_sources(tmp_path, build_config({"load_models": "../../etc/passwd"}))
 
 
-def test_seed_layout_falls_back_from_the_in_cluster_model_store_path(tmp_path: Path) -> None:
+def test_torchserve_store_layout_falls_back_from_the_in_cluster_model_store_path(tmp_path: Path) -> None:
     _touch(tmp_path / "model-store", "mnist.mar")
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "config.properties").write_text(KSERVE_SAMPLE)

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from runtime_support import ASSETS, RuntimeProcess, build_archive
+from runtime_support import RuntimeProcess, asset_archive, build_archive, serving
 
 MANIFEST = {
     "runtime": "python",
@@ -30,13 +30,7 @@ def _zip(path: Path, entries: dict[str, bytes]) -> Path:
 def store(tmp_path_factory: pytest.TempPathFactory, weights: dict[str, Path]) -> Path:
     root = tmp_path_factory.mktemp("failing-store")
     store = root / "store"
-    good = build_archive(
-        store,
-        "good",
-        handler=ASSETS / "batch_report_handler.py",
-        model_file=ASSETS / "scale_sum.py",
-        serialized_file=weights["scale_sum"],
-    )
+    good = asset_archive(store, "good", "batch_report_handler.py", "scale_sum.py", weights["scale_sum"])
     (store / "truncated.mar").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     manifest = json.dumps(MANIFEST).encode()
     _zip(store / "traversal.mar", {"MAR-INF/MANIFEST.json": manifest, "../escape.py": b"print('escaped')\n"})
@@ -45,13 +39,7 @@ def store(tmp_path_factory: pytest.TempPathFactory, weights: dict[str, Path]) ->
         info.size = 3
         archive.addfile(info, io.BytesIO(b"x=1"))
     _zip(store / "nomanifest.mar", {"model.py": b"x = 1\n"})
-    build_archive(
-        store,
-        "broken",
-        handler=ASSETS / "broken_init_handler.py",
-        model_file=ASSETS / "scale_sum.py",
-        serialized_file=weights["scale_sum"],
-    )
+    asset_archive(store, "broken", "broken_init_handler.py", "scale_sum.py", weights["scale_sum"])
     two_classes = root / "two_models.py"
     two_classes.write_text(
         "from torch import nn\n\nclass A(nn.Module):\n    pass\n\nclass B(nn.Module):\n    pass\n"
@@ -68,12 +56,7 @@ def store(tmp_path_factory: pytest.TempPathFactory, weights: dict[str, Path]) ->
 
 @pytest.fixture(scope="module")
 def server(store: Path) -> Iterator[RuntimeProcess]:
-    process = RuntimeProcess(store, store.parent / "runtime.log")
-    try:
-        process.wait_loaded()
-        yield process
-    finally:
-        assert process.stop() == 0
+    yield from serving(RuntimeProcess(store, store.parent / "runtime.log"), until="loaded")
 
 
 def test_server_is_not_ready_and_names_every_failed_model(server: RuntimeProcess) -> None:

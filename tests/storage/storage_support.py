@@ -4,9 +4,11 @@ as a process, and the seed's model-store layout in small synthetic files."""
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import subprocess
 import sys
+import tarfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -64,6 +66,33 @@ def write_model_store(root: Path) -> dict[str, bytes]:
     (root / "config").mkdir(exist_ok=True)
     (root / "config" / "config.properties").write_bytes(files["config/config.properties"])
     return files
+
+
+def write_tar(
+    path: Path, entries: list[tarfile.TarInfo | tuple[str, bytes]], mode: str = "w", file_mode: int = 0o644
+) -> Path:
+    """A tar archive at ``path`` (``mode``: ``w``, ``w:gz``, ...): each entry a prepared TarInfo (links,
+    odd types) or ``(name, bytes)``, a regular file with permission bits ``file_mode``."""
+    with tarfile.open(path, mode) as tf:
+        for entry in entries:
+            if isinstance(entry, tarfile.TarInfo):
+                tf.addfile(entry)
+            else:
+                name, data = entry
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                info.mode = file_mode
+                tf.addfile(info, io.BytesIO(data))
+    return path
+
+
+def served_dir(tmp_path: Path, files: dict[str, bytes] | None = None) -> Path:
+    """A fresh directory ``tmp_path/www`` for a file server to serve, holding ``files`` (name -> bytes)."""
+    served = tmp_path / "www"
+    served.mkdir()
+    for name, data in (files or {}).items():
+        (served / name).write_bytes(data)
+    return served
 
 
 def tree_bytes(root: Path) -> dict[str, bytes]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import stat
 import tarfile
@@ -16,20 +15,7 @@ from isvc_runtime.storage.extract import (
     detect_format,
     extract_archive,
 )
-
-
-def _tar(path: Path, entries: list[tarfile.TarInfo | tuple[str, bytes]], mode: str = "w") -> Path:
-    with tarfile.open(path, mode) as tf:
-        for entry in entries:
-            if isinstance(entry, tarfile.TarInfo):
-                tf.addfile(entry)
-            else:
-                name, data = entry
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                info.mode = 0o644
-                tf.addfile(info, io.BytesIO(data))
-    return path
+from storage_support import write_tar
 
 
 def _link(name: str, target: str, kind: bytes = tarfile.SYMTYPE) -> tarfile.TarInfo:
@@ -97,7 +83,8 @@ def test_zip_with_stored_and_deflated_entries_unpacks_with_layout(tmp_path: Path
     "mode,suffix", [("w", ".tar"), ("w:gz", ".tgz"), ("w:bz2", ".tar.bz2"), ("w:xz", ".xz")]
 )
 def test_tar_in_every_compression_unpacks(tmp_path: Path, mode: str, suffix: str) -> None:
-    archive = _tar(tmp_path / f"a{suffix}", [("config/config.properties", b"k=v\n"), ("m.bin", b"abc")], mode)
+    entries: list = [("config/config.properties", b"k=v\n"), ("m.bin", b"abc")]
+    archive = write_tar(tmp_path / f"a{suffix}", entries, mode)
     dest = tmp_path / "out"
     extract_archive(archive, dest)
     assert (dest / "config/config.properties").read_bytes() == b"k=v\n"
@@ -105,7 +92,7 @@ def test_tar_in_every_compression_unpacks(tmp_path: Path, mode: str, suffix: str
 
 
 def test_format_is_detected_by_content_not_by_name(tmp_path: Path) -> None:
-    gz = _tar(tmp_path / "misnamed.zip", [("a.txt", b"A")], "w:gz")
+    gz = write_tar(tmp_path / "misnamed.zip", [("a.txt", b"A")], "w:gz")
     zipped = tmp_path / "misnamed.tar.gz"
     with zipfile.ZipFile(zipped, "w") as zf:
         zf.writestr("b.txt", "B")
@@ -129,7 +116,7 @@ def test_existing_empty_directory_is_filled_in_place(tmp_path: Path) -> None:
     dest = tmp_path / "mnt-models"
     dest.mkdir()
     inode = dest.stat().st_ino
-    archive = _tar(tmp_path / "a.tar", [("x/y.txt", b"y")])
+    archive = write_tar(tmp_path / "a.tar", [("x/y.txt", b"y")])
     extract_archive(archive, dest)
     assert dest.stat().st_ino == inode
     assert _tree(dest) == {"x": "dir", "x/y.txt": b"y"}
@@ -140,12 +127,12 @@ def test_non_empty_destination_is_refused(tmp_path: Path) -> None:
     dest.mkdir()
     (dest / "keep").write_text("k")
     with pytest.raises(FileExistsError):
-        extract_archive(_tar(tmp_path / "a.tar", [("x", b"x")]), dest)
+        extract_archive(write_tar(tmp_path / "a.tar", [("x", b"x")]), dest)
     assert _tree(dest) == {"keep": b"k"}
 
 
 def test_links_that_stay_inside_are_kept(tmp_path: Path) -> None:
-    archive = _tar(
+    archive = write_tar(
         tmp_path / "a.tar",
         [
             ("data/real.bin", b"R"),
@@ -161,12 +148,7 @@ def test_links_that_stay_inside_are_kept(tmp_path: Path) -> None:
 
 
 def test_setuid_bits_are_dropped(tmp_path: Path) -> None:
-    info = tarfile.TarInfo("run.sh")
-    info.size = 2
-    info.mode = 0o4755
-    archive = tmp_path / "a.tar"
-    with tarfile.open(archive, "w") as tf:
-        tf.addfile(info, io.BytesIO(b"#!"))
+    archive = write_tar(tmp_path / "a.tar", [("run.sh", b"#!")], file_mode=0o4755)
     extract_archive(archive, tmp_path / "out")
     assert stat.S_IMODE((tmp_path / "out/run.sh").stat().st_mode) == 0o755
 
@@ -194,35 +176,37 @@ def test_zip_absolute_path_is_refused(tmp_path: Path) -> None:
 
 
 def test_tar_traversal_is_refused(tmp_path: Path) -> None:
-    archive = _tar(tmp_path / "trav.tar.gz", [("ok.txt", b"ok"), ("a/../../escape.txt", b"pwned")], "w:gz")
+    entries: list = [("ok.txt", b"ok"), ("a/../../escape.txt", b"pwned")]
+    archive = write_tar(tmp_path / "trav.tar.gz", entries, "w:gz")
     _assert_refused(archive, tmp_path / "out", "a/../../escape.txt")
     assert not (tmp_path / "escape.txt").exists()
 
 
 def test_tar_absolute_path_is_refused(tmp_path: Path) -> None:
-    archive = _tar(tmp_path / "abs.tar", [("/etc/evil.conf", b"pwned")])
+    archive = write_tar(tmp_path / "abs.tar", [("/etc/evil.conf", b"pwned")])
     _assert_refused(archive, tmp_path / "out", "/etc/evil.conf")
 
 
 def test_tar_symlink_escaping_dest_is_refused(tmp_path: Path) -> None:
-    archive = _tar(tmp_path / "link.tar", [_link("escape", "../../../etc"), ("escape/passwd", b"pwned")])
+    archive = write_tar(tmp_path / "link.tar", [_link("escape", "../../../etc"), ("escape/passwd", b"pwned")])
     _assert_refused(archive, tmp_path / "out", "escape")
 
 
 def test_tar_absolute_symlink_is_refused(tmp_path: Path) -> None:
-    archive = _tar(tmp_path / "link.tar", [_link("etc", "/etc")])
+    archive = write_tar(tmp_path / "link.tar", [_link("etc", "/etc")])
     _assert_refused(archive, tmp_path / "out", "etc")
 
 
 def test_symlink_that_escapes_only_through_another_link_is_refused(tmp_path: Path) -> None:
     # 'up' looks harmless on its own (lexically "."), but 'here' -> "." makes 'here/..' the parent of dest
-    archive = _tar(tmp_path / "chain.tar", [_link("here", "."), _link("up", "here/..")])
+    archive = write_tar(tmp_path / "chain.tar", [_link("here", "."), _link("up", "here/..")])
     _assert_refused(archive, tmp_path / "out", "up")
 
 
 def test_link_made_to_escape_by_a_later_entry_is_refused(tmp_path: Path) -> None:
     # 'up' -> "a/.." is inside while 'a' does not exist; the later link 'a' -> "." makes it the parent
-    archive = _tar(tmp_path / "late.tar", [_link("up", "a/.."), _link("a", "."), ("up/evil.txt", b"pwned")])
+    entries = [_link("up", "a/.."), _link("a", "."), ("up/evil.txt", b"pwned")]
+    archive = write_tar(tmp_path / "late.tar", entries)
     with pytest.raises(UnsafeArchiveError):
         extract_archive(archive, tmp_path / "out")
     assert not (tmp_path / "out").exists()
@@ -237,7 +221,7 @@ def test_zip_symlink_escaping_dest_is_refused(tmp_path: Path) -> None:
 
 
 def test_hardlink_to_outside_file_is_refused(tmp_path: Path) -> None:
-    archive = _tar(tmp_path / "hard.tar", [_link("pw", "../../etc/passwd", tarfile.LNKTYPE)])
+    archive = write_tar(tmp_path / "hard.tar", [_link("pw", "../../etc/passwd", tarfile.LNKTYPE)])
     _assert_refused(archive, tmp_path / "out", "pw")
 
 
@@ -245,7 +229,7 @@ def test_hardlink_to_outside_file_is_refused(tmp_path: Path) -> None:
 def test_device_and_fifo_entries_are_refused(tmp_path: Path, kind: bytes) -> None:
     info = tarfile.TarInfo("dev/thing")
     info.type = kind
-    archive = _tar(tmp_path / "dev.tar", [("fine.txt", b"f"), info])
+    archive = write_tar(tmp_path / "dev.tar", [("fine.txt", b"f"), info])
     _assert_refused(archive, tmp_path / "out", "dev/thing")
 
 
@@ -278,25 +262,20 @@ def test_zip_with_lying_size_headers_is_refused_leaving_nothing(tmp_path: Path) 
 
 def test_tar_gz_bomb_beyond_the_cap_is_refused(tmp_path: Path) -> None:
     zeros = b"\x00" * 3_000_000
-    archive = _tar(tmp_path / "bomb.tgz", [("a.bin", zeros), ("b.bin", zeros)], "w:gz")
+    archive = write_tar(tmp_path / "bomb.tgz", [("a.bin", zeros), ("b.bin", zeros)], "w:gz")
     _assert_refused(archive, tmp_path / "out", "b.bin", max_bytes=5_000_000)
 
 
 def test_refusal_into_existing_mount_point_leaves_it_empty(tmp_path: Path) -> None:
     dest = tmp_path / "models"
     dest.mkdir()
-    archive = _tar(tmp_path / "trav.tar", [("ok.txt", b"ok"), ("../evil.txt", b"pwned")])
+    archive = write_tar(tmp_path / "trav.tar", [("ok.txt", b"ok"), ("../evil.txt", b"pwned")])
     _assert_refused(archive, dest, "../evil.txt")
     assert list(dest.iterdir()) == []
 
 
 def test_extracted_files_and_dest_are_readable_by_other_users(tmp_path: Path) -> None:
-    info = tarfile.TarInfo("weights.pt")
-    info.size = 1
-    info.mode = 0o600
-    archive = tmp_path / "a.tar"
-    with tarfile.open(archive, "w") as tf:
-        tf.addfile(info, io.BytesIO(b"w"))
+    archive = write_tar(tmp_path / "a.tar", [("weights.pt", b"w")], file_mode=0o600)
     extract_archive(archive, tmp_path / "out")
     assert stat.S_IMODE((tmp_path / "out/weights.pt").stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o755

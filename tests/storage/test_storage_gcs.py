@@ -19,7 +19,7 @@ def _bucket(gcs_client: Any, files: dict[str, bytes], prefix: str) -> str:
     return name
 
 
-def test_gcs_prefix_copies_the_seed_layout_anonymously(
+def test_gcs_prefix_copies_the_torchserve_store_anonymously(
     gcs_client: Any, gcs_host: str, model_files: tuple[Path, dict[str, bytes]], tmp_path: Path
 ) -> None:
     _root, files = model_files

@@ -2,41 +2,29 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
-import tarfile
 import time
 from pathlib import Path
 
 from isvc_runtime.storage.placement import COMPLETE_MARKER, STAGING_PREFIX
-from storage_support import FileServer, clean_env, run_initializer, tree_bytes
-
-
-def _layout_tgz(path: Path, files: dict[str, bytes]) -> Path:
-    with tarfile.open(path, "w:gz") as tf:
-        for rel, data in files.items():
-            info = tarfile.TarInfo(rel)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return path
+from storage_support import FileServer, clean_env, run_initializer, served_dir, tree_bytes, write_tar
 
 
 def _visible(dest: Path) -> list[str]:
     return sorted(p.name for p in dest.iterdir() if not p.name.startswith("."))
 
 
-def test_https_tar_gz_is_extracted_into_the_seed_layout(
+def test_https_tar_gz_is_extracted_into_the_torchserve_store_layout(
     file_server: FileServer, tls: dict[str, Path], model_files: tuple[Path, dict[str, bytes]], tmp_path: Path
 ) -> None:
     _root, files = model_files
-    served = tmp_path / "www"
-    served.mkdir()
-    _layout_tgz(served / "mnist.tar.gz", files)
+    served = served_dir(tmp_path)
+    write_tar(served / "mnist.tar.gz", list(files.items()), mode="w:gz")
     dest = tmp_path / "models"
     dest.mkdir()
     with file_server(served) as base:
@@ -49,8 +37,7 @@ def test_https_tar_gz_is_extracted_into_the_seed_layout(
 def test_https_zip_and_plain_files(file_server: FileServer, tls: dict[str, Path], tmp_path: Path) -> None:
     import zipfile
 
-    served = tmp_path / "www"
-    served.mkdir()
+    served = served_dir(tmp_path)
     with zipfile.ZipFile(served / "bundle.zip", "w") as zf:
         zf.writestr("config/config.properties", "a=b\n")
     (served / "mnist.mar").write_bytes(b"mar bytes")
@@ -65,9 +52,7 @@ def test_https_zip_and_plain_files(file_server: FileServer, tls: dict[str, Path]
 
 
 def test_https_untrusted_certificate_is_refused_by_default(file_server: FileServer, tmp_path: Path) -> None:
-    served = tmp_path / "www"
-    served.mkdir()
-    (served / "m.mar").write_bytes(b"m")
+    served = served_dir(tmp_path, {"m.mar": b"m"})
     with file_server(served) as base:
         result = run_initializer(f"{base}/m.mar", tmp_path / "out", clean_env())
     assert result.returncode == 1
@@ -79,9 +64,7 @@ def test_https_untrusted_certificate_is_refused_by_default(file_server: FileServ
 def test_server_failing_twice_is_retried_to_success(
     file_server: FileServer, tls: dict[str, Path], tmp_path: Path
 ) -> None:
-    served = tmp_path / "www"
-    served.mkdir()
-    (served / "m.mar").write_bytes(b"model")
+    served = served_dir(tmp_path, {"m.mar": b"model"})
     with file_server(served, fail_first=2) as base:
         result = run_initializer(
             f"{base}/m.mar", tmp_path / "out", clean_env(STORAGE_CA_BUNDLE=str(tls["ca"]))
@@ -95,9 +78,7 @@ def test_server_failing_twice_is_retried_to_success(
 def test_server_failing_beyond_the_retry_budget_is_an_error(
     file_server: FileServer, tls: dict[str, Path], tmp_path: Path
 ) -> None:
-    served = tmp_path / "www"
-    served.mkdir()
-    (served / "m.mar").write_bytes(b"model")
+    served = served_dir(tmp_path, {"m.mar": b"model"})
     env = clean_env(STORAGE_CA_BUNDLE=str(tls["ca"]), STORAGE_RETRIES="1")
     with file_server(served, fail_first=5) as base:
         result = run_initializer(f"{base}/m.mar", tmp_path / "out", env)
@@ -112,8 +93,7 @@ def test_server_failing_beyond_the_retry_budget_is_an_error(
 def test_not_found_fails_at_once_without_leaking_url_secrets(
     file_server: FileServer, tls: dict[str, Path], tmp_path: Path
 ) -> None:
-    served = tmp_path / "www"
-    served.mkdir()
+    served = served_dir(tmp_path)
     with file_server(served) as base:
         url = base.replace("https://", "https://alice:pa55word@") + "/missing.mar?X-Amz-Signature=deadbeef42"
         result = run_initializer(url, tmp_path / "out", clean_env(STORAGE_CA_BUNDLE=str(tls["ca"])))
@@ -127,9 +107,7 @@ def test_not_found_fails_at_once_without_leaking_url_secrets(
 def test_headers_from_the_environment_are_sent_and_never_printed(
     file_server: FileServer, tls: dict[str, Path], tmp_path: Path
 ) -> None:
-    served = tmp_path / "www"
-    served.mkdir()
-    (served / "m.mar").write_bytes(b"model")
+    served = served_dir(tmp_path, {"m.mar": b"model"})
     token = "Bearer tok-4f9c2e-very-secret"
     with file_server(served, header=f"Authorization: {token}") as base:
         denied = run_initializer(f"{base}/m.mar", tmp_path / "a", clean_env(STORAGE_CA_BUNDLE=str(tls["ca"])))
@@ -146,9 +124,7 @@ def test_headers_from_the_environment_are_sent_and_never_printed(
 def test_http_proxy_from_the_environment_is_honoured(file_server: FileServer, tmp_path: Path) -> None:
     # the file server also answers proxy-style requests (absolute URIs), so it stands as the proxy here;
     # the origin's name does not resolve at all, so success means the request went through the proxy
-    served = tmp_path / "www"
-    served.mkdir()
-    (served / "m.mar").write_bytes(b"via proxy")
+    served = served_dir(tmp_path, {"m.mar": b"via proxy"})
     with file_server(served, tls_on=False) as proxy:
         env = clean_env(HTTP_PROXY=proxy, http_proxy=proxy, NO_PROXY="", no_proxy="")
         result = run_initializer("http://models.example.invalid/m.mar", tmp_path / "out", env)
@@ -159,8 +135,7 @@ def test_http_proxy_from_the_environment_is_honoured(file_server: FileServer, tm
 def test_sigkill_mid_download_leaves_no_partial_model_and_next_run_recovers(
     file_server: FileServer, tls: dict[str, Path], tmp_path: Path
 ) -> None:
-    served = tmp_path / "www"
-    served.mkdir()
+    served = served_dir(tmp_path)
     payload = os.urandom(8 * 1024 * 1024)
     (served / "big.mar").write_bytes(payload)
     dest = tmp_path / "models"
@@ -200,9 +175,7 @@ def test_sigkill_mid_download_leaves_no_partial_model_and_next_run_recovers(
 def test_large_transfer_reports_progress_with_rate_and_eta_at_a_bounded_pace(
     file_server: FileServer, tls: dict[str, Path], tmp_path: Path
 ) -> None:
-    served = tmp_path / "www"
-    served.mkdir()
-    (served / "w.bin").write_bytes(os.urandom(3 * 1024 * 1024))
+    served = served_dir(tmp_path, {"w.bin": os.urandom(3 * 1024 * 1024)})
     env = clean_env(STORAGE_CA_BUNDLE=str(tls["ca"]), STORAGE_PROGRESS_SECONDS="0.5")
     with file_server(served, rate=1024 * 1024) as base:
         started = time.monotonic()
@@ -221,9 +194,7 @@ def test_large_transfer_reports_progress_with_rate_and_eta_at_a_bounded_pace(
 def test_sigterm_mid_download_cleans_up_and_exits_143(
     file_server: FileServer, tls: dict[str, Path], tmp_path: Path
 ) -> None:
-    served = tmp_path / "www"
-    served.mkdir()
-    (served / "big.mar").write_bytes(os.urandom(8 * 1024 * 1024))
+    served = served_dir(tmp_path, {"big.mar": os.urandom(8 * 1024 * 1024)})
     dest = tmp_path / "models"
     dest.mkdir()
     with file_server(served, rate=2 * 1024 * 1024) as base:
@@ -249,9 +220,7 @@ def test_sigterm_mid_download_cleans_up_and_exits_143(
 
 
 def test_verification_turned_off_says_so_once_and_downloads(file_server: FileServer, tmp_path: Path) -> None:
-    served = tmp_path / "www"
-    served.mkdir()
-    (served / "m.mar").write_bytes(b"model")
+    served = served_dir(tmp_path, {"m.mar": b"model"})
     with file_server(served, fail_first=1) as base:
         result = run_initializer(f"{base}/m.mar", tmp_path / "out", clean_env(STORAGE_HTTP_VERIFY="0"))
     assert result.returncode == 0, result.stderr

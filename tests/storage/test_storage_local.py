@@ -7,14 +7,13 @@ import json
 import os
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import pytest
 from isvc_runtime.storage.errors import StorageError, redact_uri, scrub
 from isvc_runtime.storage.placement import COMPLETE_MARKER, MOVING_JOURNAL, STAGING_PREFIX, is_complete, place
 from isvc_runtime.storage.progress import Progress
-from storage_support import clean_env, run_initializer, tree_bytes
+from storage_support import clean_env, run_initializer, tree_bytes, write_tar
 
 
 def test_absolute_path_and_file_uri_copy_the_layout(
@@ -53,11 +52,7 @@ def test_pvc_uri_maps_to_the_claim_mount(model_files: tuple[Path, dict[str, byte
 
 
 def test_local_tgz_is_extracted_and_the_source_kept(tmp_path: Path) -> None:
-    archive = tmp_path / "m.tgz"
-    with tarfile.open(archive, "w:gz") as tf:
-        info = tarfile.TarInfo("model-store/x.mar")
-        info.size = 3
-        tf.addfile(info, io.BytesIO(b"mar"))
+    archive = write_tar(tmp_path / "m.tgz", [("model-store/x.mar", b"mar")], mode="w:gz")
     result = run_initializer(str(archive), tmp_path / "out", clean_env())
     assert result.returncode == 0, result.stderr
     assert tree_bytes(tmp_path / "out") == {"model-store/x.mar": b"mar"}
@@ -65,11 +60,7 @@ def test_local_tgz_is_extracted_and_the_source_kept(tmp_path: Path) -> None:
 
 
 def test_unsafe_local_archive_is_refused_naming_the_entry(tmp_path: Path) -> None:
-    archive = tmp_path / "evil.tar"
-    with tarfile.open(archive, "w") as tf:
-        info = tarfile.TarInfo("../../outside.txt")
-        info.size = 1
-        tf.addfile(info, io.BytesIO(b"x"))
+    archive = write_tar(tmp_path / "evil.tar", [("../../outside.txt", b"x")])
     dest = tmp_path / "out"
     result = run_initializer(str(archive), dest, clean_env())
     assert result.returncode == 1

@@ -24,7 +24,7 @@ def _bucket(s3_client: Any, files: dict[str, bytes], prefix: str, acl: str = "pr
     return name
 
 
-def test_s3_prefix_copies_the_seed_layout_with_relative_paths(
+def test_s3_prefix_copies_the_torchserve_store_with_relative_paths(
     s3_client: Any, s3_env: dict[str, str], model_files: tuple[Path, dict[str, bytes]], tmp_path: Path
 ) -> None:
     _root, files = model_files

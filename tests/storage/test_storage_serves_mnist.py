@@ -65,7 +65,7 @@ def _upload_gcs(gcs_client: Any, store: Path) -> str:
     return f"gs://{bucket.name}/models/torchserve/image_classifier"
 
 
-def _predict_seed(url: str, shared_dir: Path) -> Any:
+def _predict_digit(url: str, shared_dir: Path) -> Any:
     body = (shared_dir / "data" / "requests" / "v1" / "mnist.json").read_bytes()
     response = httpx.post(
         f"{url}/v1/models/mnist:predict",
@@ -78,7 +78,7 @@ def _predict_seed(url: str, shared_dir: Path) -> Any:
 
 
 @pytest.mark.parametrize("source", ["s3", "gs", "https"])
-def test_initializer_fetches_the_mnist_store_and_the_runtime_serves_the_seed_request(
+def test_initializer_fetches_the_mnist_store_and_the_runtime_serves_the_mnist_request(
     source: str,
     request: pytest.FixtureRequest,
     mnist_store: Path,
@@ -115,4 +115,4 @@ def test_initializer_fetches_the_mnist_store_and_the_runtime_serves_the_seed_req
     assert tree_bytes(dest) == tree_bytes(mnist_store)
     assert (dest / COMPLETE_MARKER).is_file()
     url = serve(dest)
-    assert _predict_seed(url, shared_dir) == {"predictions": [2]}
+    assert _predict_digit(url, shared_dir) == {"predictions": [2]}

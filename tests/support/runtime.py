@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -80,6 +80,16 @@ class RuntimeProcess(LoggedProcess):
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def serving(process: RuntimeProcess, *, until: str = "ready") -> Iterator[RuntimeProcess]:
+    """For module fixtures (``yield from serving(...)``): the process once ready (``until="loaded"``: once
+    no model is still loading), and on the way out the check that it stopped cleanly (exit status 0)."""
+    try:
+        process.wait_loaded() if until == "loaded" else process.wait_ready()
+        yield process
+    finally:
+        assert process.stop() == 0
 
 
 def build_archive(
