@@ -206,6 +206,28 @@ def test_drops_are_warned_about_at_most_once_a_minute_naming_the_sink_host_only(
     assert "queue_full 1" in warnings[0] and "queue_full 50" in warnings[1]
 
 
+@pytest.mark.parametrize(("mode", "per_inference"), [("all", 2), ("request", 1), ("response", 1)])
+def test_while_the_queue_is_full_an_inference_is_not_recorded_and_its_events_count_as_dropped(
+    mode: str, per_inference: int
+) -> None:
+    async def scenario() -> None:
+        with socket.create_server(("127.0.0.1", 0)) as hanging:  # accepts (backlog), never answers
+            url = f"http://127.0.0.1:{hanging.getsockname()[1]}/"
+            logger = PayloadLogger(settings(url, mode), queue_size=2, senders=1, max_attempts=1)
+            assert not logger.saturated()
+            for number in range(3):  # the sender takes one and hangs; two fill the queue
+                logger.log_request(f"id-{number}", b"{}", "application/json")
+                logger.log_response(f"id-{number}", b"{}", "application/json")
+                await asyncio.sleep(0.05)
+            assert logger.saturated()
+            before = logger.dropped["queue_full"]
+            logger.drop_unrecorded()
+            assert logger.dropped["queue_full"] == before + per_inference
+            await logger.stop(drain_timeout=0.1)
+
+    asyncio.run(scenario())
+
+
 def test_dropped_and_sent_events_are_prometheus_counters_by_reason() -> None:
     logger = PayloadLogger(settings("http://127.0.0.1:9/"))
     logger.dropped.update({"queue_full": 3, "timeout": 1})

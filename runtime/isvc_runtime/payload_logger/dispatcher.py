@@ -78,13 +78,26 @@ class PayloadLogger:
         """Queue one event if the mode wants it; never waits, never raises. Call on the event loop."""
         if not wants(self.settings.mode, event_type):
             return
-        if self._queue is None:
+        queue = self._queue
+        if queue is None:
             self.start()
-        assert self._queue is not None
-        try:
-            self._queue.put_nowait(Event(event_type, event_id, body, content_type))
-        except asyncio.QueueFull:
+            queue = self._queue
+            assert queue is not None
+        if queue.full():  # the common case while the sink fails: no event object, no exception
             self._drop("queue_full")
+            return
+        queue.put_nowait(Event(event_type, event_id, body, content_type))
+
+    def saturated(self) -> bool:
+        """Whether the queue is full: an inference that starts now is not recorded at all (see
+        :meth:`drop_unrecorded`), which spares a failing sink's every request the cost of recording."""
+        return self._queue is not None and self._queue.full()
+
+    def drop_unrecorded(self) -> None:
+        """Count the events of one inference that was not recorded (queue full when it started)."""
+        for event_type in (REQUEST, RESPONSE):
+            if wants(self.settings.mode, event_type):
+                self._drop("queue_full")
 
     def log_request(self, event_id: str, body: bytes, content_type: str) -> None:
         self.log(REQUEST, event_id, body, content_type)

@@ -7,7 +7,8 @@ error included. That middleware gives each request its one id (``scope["state"][
 answer's ``x-request-id``, the data plane's id); both events carry it as ``ce-id``. The request body is
 recorded as the application reads it and logged once read to its end; the answer's body as it is sent,
 logged with the content type the application gave it. Nothing is awaited beyond what the application itself
-awaits: logging is ``PayloadLogger.log``, a ``put_nowait``.
+awaits: logging is ``PayloadLogger.log``, a ``put_nowait``; while the queue is full (a failing sink), an
+inference is not recorded at all and its events count as dropped.
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ class PayloadLoggingMiddleware:
             await self.app(scope, receive, send)
             return
         payload_logger = self.payload_logger
+        if payload_logger.saturated():
+            payload_logger.drop_unrecorded()
+            await self.app(scope, receive, send)
+            return
         request_type = content_type(scope["headers"])
         request_body: list[bytes] = []
         answer_body: list[bytes] = []
