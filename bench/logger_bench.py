@@ -161,11 +161,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--sides: from {','.join(SIDES)}, including none")
     serving_procs.install_cleanup()
     wrk = serving_env.ensure_wrk(log)
+    load_before = serving_bench.load_average()
     with tempfile.TemporaryDirectory(prefix="isvc-logger-bench-") as tmp, hanging_sink() as hanging, \
             cloudevents_sink() as healthy:
         urls = {"refused": refused_url(), "hanging": hanging, "healthy": healthy.url}
         rps = measure(args, Path(tmp), wrk, urls)
         log(f"  healthy sink received {len(healthy.received)} events")
+    load_after = serving_bench.load_average()
     result = ratios(rps)
     rows = [["side", "req/s (median)", "ratio to no logger (median of rounds)"]] + [
         [side, f"{statistics.median(values):.0f}", "1" if side == "none" else f"{result[side]}"]
@@ -177,7 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         text = "\n".join([
             f"Payload logger, v1 c{args.concurrency}, {args.rounds} alternating rounds of {args.seconds:g} s"
             f" ({', '.join(serving_bench.machine_description().values())});"
-            f" target ratio >= {TARGET} for a failing sink.", "",
+            f" target ratio >= {TARGET} for a failing sink. Load average before {load_before}, after {load_after}.",
+            "",
             serving_report.markdown_table(rows), "", *verdict])
         paired.write_section(RESULTS_MD, text, SECTION_BEGIN, SECTION_END)
     print(json.dumps(result))
