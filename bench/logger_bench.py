@@ -179,7 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         text = "\n".join([
             f"Payload logger, v1 c{args.concurrency}, {args.rounds} alternating rounds of {args.seconds:g} s"
             f" ({', '.join(serving_bench.machine_description().values())});"
-            f" target ratio >= {TARGET} for a failing sink. Load average before {load_before}, after {load_after}.",
+            f" target ratio >= {TARGET} for a failing sink."
+            f" Load average before {load_before}, after {load_after}.",
             "",
             serving_report.markdown_table(rows), "", *verdict])
         paired.write_section(RESULTS_MD, text, SECTION_BEGIN, SECTION_END)
