@@ -96,6 +96,18 @@ ACCEPTED_KEYS = frozenset(
 
 _warned_keys: set[str] = set()
 
+#: What a Go template (KServe's ServingRuntime placeholders, e.g. ``{{.Labels.serviceEnvelope}}``) renders
+#: for a value that is not there: text/template's missing-key output. An env var holding it was not set.
+NO_VALUE = "<no value>"
+
+
+def template_value(value: str | None) -> str | None:
+    """An environment value as set, None when unset, empty or :data:`NO_VALUE`."""
+    if value is None:
+        return None
+    value = value.strip()
+    return None if value in ("", NO_VALUE) else value
+
 
 @dataclass(frozen=True, slots=True)
 class ModelSettings:
@@ -169,10 +181,14 @@ def parse_properties(text: str) -> dict[str, str]:
 
 
 def apply_env_overrides(props: Mapping[str, str], env: Mapping[str, str]) -> dict[str, str]:
-    """TorchServe's ``TS_<KEY>`` overrides, applied only when ``enable_envvars_config=true``."""
+    """TorchServe's ``TS_<KEY>`` overrides, applied only when ``enable_envvars_config=true``. A variable
+    whose value is :data:`NO_VALUE` overrides nothing: KServe's ClusterServingRuntimes set
+    ``TS_SERVICE_ENVELOPE`` from an isvc label that may be missing (``{{.Labels.serviceEnvelope}}``)."""
     merged = dict(props)
     if _parse_bool("enable_envvars_config", props.get("enable_envvars_config", "false")):
         for name, value in env.items():
+            if value.strip() == NO_VALUE:
+                continue
             if name.startswith("TS_") and len(name) > 3:
                 key = name[3:].lower()
                 if key in HONOURED_KEYS or key in ACCEPTED_KEYS:

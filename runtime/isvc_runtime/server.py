@@ -24,11 +24,13 @@ from .config import RuntimeConfig
 from .cpus import available_cpus
 from .dataplane import DataPlane
 from .errors import ConfigError
-from .grpc.ports import KSERVE_DEFAULT, GrpcEndpoint, grpc_endpoint
+from .grpc.ports import GrpcEndpoint, grpc_endpoint, port_required
 from .memory import tune_allocator
 from .model_store import discover
 from .payload_logger import PayloadLogger, add_logger_arguments, logger_settings
 from .payload_logger.metrics import LoggerCollector
+from .protocol import DEFAULT as DEFAULT_PROTOCOL
+from .protocol import protocol_version
 from .registry import ModelRegistry, Prepared, load_prepared, prepare_models
 from .rest.app import build_app
 from .rest.endpoints import Endpoints, routes
@@ -206,17 +208,19 @@ def serving_app(
     payload_logger: PayloadLogger | None = None,
     grpc: GrpcEndpoint | None = None,
     grace_s: float | None = None,
+    protocol: str = DEFAULT_PROTOCOL,
 ) -> Starlette:
     """The inference port's application: every protocol's endpoints over one data plane, plus
-    ``GET /metrics``; with ``payload_logger``, its inference requests and answers logged; with
+    ``GET /metrics``; with ``payload_logger``, its inference requests and answers logged (gRPC's too); with
     ``grpc``, the gRPC server over the same data plane, started and stopped (``grace_s`` for in-flight
-    calls) with the application's lifespan, in its event loop."""
+    calls) with the application's lifespan, in its event loop. ``protocol``: ``PROTOCOL_VERSION``
+    (:mod:`isvc_runtime.protocol`): what ``GET /`` answers; grpc-v2 makes the gRPC port required."""
     # The explanation endpoints import torch: here, once the loader thread is already importing it
     # (start_loading), not when this module is imported (before the allocator is tuned).
     from .explain.endpoints import ExplainEndpoints
 
     dataplane = DataPlane(registry)
-    endpoints = Endpoints(dataplane, config.max_request_size)
+    endpoints = Endpoints(dataplane, config.max_request_size, protocol)
     explain = ExplainEndpoints(endpoints)
     table = routes(
         endpoints,
@@ -229,7 +233,8 @@ def serving_app(
     from .grpc.service import GrpcServer
 
     grpc_server = GrpcServer(
-        dataplane, grpc.host, grpc.port, config.max_request_size, required=grpc.source != KSERVE_DEFAULT
+        dataplane, grpc.host, grpc.port, config.max_request_size,
+        required=port_required(grpc, protocol), payload_logger=payload_logger,
     )
 
     async def stop() -> None:
@@ -253,6 +258,7 @@ def main(argv: Sequence[str] | None = None, *, gc_disabled: bool = False) -> int
     work_dir.mkdir(parents=True, exist_ok=True)
     try:
         try:
+            protocol = protocol_version(os.environ)
             logging_to = logger_settings(args)
             config, sources = discover(args.model_store, config_file=args.config_file)
             registry, prepared = prepare_models(
@@ -287,13 +293,14 @@ def main(argv: Sequence[str] | None = None, *, gc_disabled: bool = False) -> int
             log.error("%s", exc)
             return 2
         log.info(
-            "serving %s on %s:%d, gRPC on %s:%d (%s) (torch threads %d)",
+            "serving %s on %s:%d, gRPC on %s:%d (%s), protocol %s (torch threads %d)",
             ", ".join(registry.names()),
             host,
             port,
             grpc.host,
             grpc.port,
             grpc.source,
+            protocol,
             threads,
         )
         exporter = metrics.install(registry, host=host, port=args.metrics_port)
@@ -306,7 +313,7 @@ def main(argv: Sequence[str] | None = None, *, gc_disabled: bool = False) -> int
 
         grace_s = max(r.settings.response_timeout_s for r in registry.runners)
         uvicorn_config = uvicorn.Config(
-            serving_app(registry, config, exporter, payload_logger, grpc, grace_s),
+            serving_app(registry, config, exporter, payload_logger, grpc, grace_s, protocol),
             host=host,
             port=port,
             loop="uvloop",

@@ -1,10 +1,12 @@
-"""The payload logger in the running server (``python -m isvc_runtime`` with the flags the operator renders
-for ``logger`` and ``batcher``): v1, v2 and explain requests and answers reach a real CloudEvents receiver
-as paired events whose id is the answer's x-request-id, with the bodies as sent and answered; a sink that
-refuses connections or never answers costs no inference its answer, and the drops are counted on /metrics."""
+"""The payload logger in the running server (``python -m isvc_runtime`` with the flags and env the operator
+renders for a grpc-v2 isvc's ``logger`` and ``batcher``): v1, v2, explain and gRPC ModelInfer requests and
+answers reach a real CloudEvents receiver as paired events whose id is the answer's x-request-id, with the
+bodies as sent and answered; a sink that refuses connections or never answers costs no inference its answer,
+and the drops are counted on /metrics."""
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import socket
@@ -14,15 +16,20 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import grpc
 import pytest
+from isvc_runtime.grpc.stubs import SERVICE_NAME, GRPCInferenceServiceStub, pb
 from isvc_runtime.payload_logger import REQUEST, RESPONSE
 from runtime_support import MNIST_REQUEST, RuntimeProcess, build_mnist_store
 from support.cloudevents_sink import CloudEventsSink, cloudevents_sink
 
+from e2e.processes import free_port
+
 BATCHER_FLAGS = ("--batch-size", "8", "--max-batch-delay", "50", "--response-timeout", "30")
 IDENTITY_ENV = {"ISVC_NAME": "torchserve", "ISVC_NAMESPACE": "kfserving-test",
                 "K_SERVICE": "torchserve-predictor-default",
-                "K_REVISION": "torchserve-predictor-default-00001"}
+                "K_REVISION": "torchserve-predictor-default-00001", "PROTOCOL_VERSION": "grpc-v2"}
+GRPC_CONTENT_TYPE = "application/grpc"
 
 
 @pytest.fixture(scope="module")
@@ -37,11 +44,18 @@ def closed_port() -> int:
 
 
 def start(store: Path, log: Path, url: str) -> RuntimeProcess:
+    grpc_port = free_port()
     process = RuntimeProcess(store, log, "--model-name", "torchserve", *BATCHER_FLAGS,
                              "--logger-url", url, "--logger-mode", "all", "--metrics-port", "0",
-                             env=IDENTITY_ENV)
+                             "--grpc-port", str(grpc_port), env=IDENTITY_ENV)
+    process.grpc_port = grpc_port  # type: ignore[attr-defined]
     process.wait_ready()
     return process
+
+
+def framed(message: bytes) -> bytes:
+    """One gRPC length-prefixed message, uncompressed: what the HTTP/2 body of a unary call carries."""
+    return b"\x00" + len(message).to_bytes(4, "big") + message
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +133,39 @@ def test_v1_v2_and_explain_are_logged_as_paired_events_under_the_answers_request
         "torchserve-predictor-default", "torchserve", "kfserving-test", "predictor")
     assert logger_counters(process)[
         'isvc_logger_events_sent_total{isvc="torchserve",revision="torchserve-predictor-default-00001"}'] >= 9
+
+
+def test_grpc_model_infer_is_logged_as_the_messages_framed_as_on_the_wire_under_the_calls_request_id(
+    logged_server: tuple[RuntimeProcess, CloudEventsSink]
+) -> None:
+    process, sink = logged_server
+    assert process.client.get("/").json() == {"live": True}  # GET / in the declared protocol (grpc-v2)
+    png = base64.b64decode(json.loads(MNIST_REQUEST.read_bytes())["instances"][0]["data"])
+    request = pb.ModelInferRequest(model_name="torchserve")
+    request.inputs.add(name="input-0", datatype="BYTES", shape=[1]).contents.bytes_contents.append(png)
+    before = len(sink.received)
+    with grpc.insecure_channel(f"127.0.0.1:{process.grpc_port}") as channel:  # type: ignore[attr-defined]
+        stub = GRPCInferenceServiceStub(channel)
+        answer, call = stub.ModelInfer.with_call(request, metadata=(("x-request-id", "grpc-id-1"),))
+        generated = dict(stub.ModelInfer.with_call(request)[1].trailing_metadata())["x-request-id"]
+        assert stub.ServerLive(pb.ServerLiveRequest()).live  # not an inference: not logged
+        with pytest.raises(grpc.RpcError) as malformed:
+            infer = channel.unary_unary(f"/{SERVICE_NAME}/ModelInfer")
+            infer(b"\xff\xff", metadata=(("x-request-id", "bad-1"),))
+    assert list(answer.outputs[0].contents.int64_contents) == [2]
+    assert dict(call.trailing_metadata())["x-request-id"] == "grpc-id-1" != generated
+    assert malformed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert dict(malformed.value.trailing_metadata())["x-request-id"] == "bad-1"
+    wait_until(lambda: len(sink.received) - before >= 5, 20, "5 events (none for a failed answer)")
+    time.sleep(0.3)
+    events = {(r.event.get_type(), r.event.get_id()): r for r in sink.received[before:]}
+    assert set(events) == {(REQUEST, "grpc-id-1"), (RESPONSE, "grpc-id-1"), (REQUEST, generated),
+                           (RESPONSE, generated), (REQUEST, "bad-1")}
+    assert events[(REQUEST, "grpc-id-1")].body == framed(request.SerializeToString())
+    assert events[(RESPONSE, "grpc-id-1")].body == framed(answer.SerializeToString())
+    assert events[(REQUEST, "bad-1")].body == framed(b"\xff\xff")
+    assert {r.event.get_datacontenttype() for r in events.values()} == {GRPC_CONTENT_TYPE}
+    assert events[(REQUEST, "grpc-id-1")].event.get_extension("inferenceservicename") == "torchserve"
 
 
 @pytest.mark.parametrize("sink_kind", ["refused", "hanging"])

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from ..config import _parse_int, parse_address
 from ..errors import ConfigError
+from ..protocol import GRPC_V2
 
 KSERVE_GRPC_PORT = 8081
 TORCHSERVE_GRPC_PORT = 7070
@@ -80,3 +81,10 @@ def grpc_endpoint(
     if address_host is not None:
         return GrpcEndpoint(host, address_port or TORCHSERVE_GRPC_PORT, "grpc_inference_address")
     return GrpcEndpoint(host, KSERVE_GRPC_PORT, KSERVE_DEFAULT)
+
+
+def port_required(endpoint: GrpcEndpoint, protocol: str) -> bool:
+    """Whether a gRPC port that cannot be bound stops the start-up: one somebody asked for (the flag, a config
+    key), or any when gRPC is the protocol the pod is routed and probed on (``PROTOCOL_VERSION=grpc-v2``).
+    Else it is logged and the runtime serves HTTP alone."""
+    return endpoint.source != KSERVE_DEFAULT or protocol == GRPC_V2

@@ -8,6 +8,17 @@ the answer (:mod:`isvc_runtime.codecs.protobuf`). Errors are the REST layer's
 :class:`~isvc_runtime.errors.ApiError` with the same messages, their HTTP status mapped to a status code
 (KServe ``python/kserve/kserve/errors.py`` maps its errors alike). Each call is reported to the observer
 (metrics) as a REST request is, labelled ``grpc_<method>`` with the HTTP status its code stands for.
+
+``ModelInfer`` is the gRPC inference: it gets its request id as a REST inference does (the client's
+``x-request-id`` metadata when it is a plain token, else a new one), sent back in the call's trailing
+metadata ``x-request-id`` (failed calls' too; trailers cost no extra frame, initial metadata sent early
+would); with the payload logger on, its request and its answer become the
+``org.kubeflow.serving.inference.request`` / ``.response`` events under that id. Their body is the message
+as gRPC carries it over HTTP/2 (the 5-byte length prefix, uncompressed, then the serialized
+``inference.ModelInferRequest`` / ``ModelInferResponse``) with content type ``application/grpc``: what
+KServe's logger agent sends for a gRPC call it proxies (kserve/kserve ``pkg/logger/handler.go`` logs the
+HTTP body as read and the request's Content-Type, the response only when the call succeeded, as here: a
+failed call has no answer message, its status is in the trailers).
 """
 
 from __future__ import annotations
@@ -24,6 +35,7 @@ from ..codecs import protobuf
 from ..dataplane import DataPlane
 from ..errors import ApiError
 from ..observe import get_observer
+from ..payload_logger import PayloadLogger
 from ..rest.middleware import request_id as checked_request_id
 from .stubs import SERVICE_NAME, AsyncHealthServicer, health_pb2, health_pb2_grpc, pb
 
@@ -37,12 +49,27 @@ STATUS_CODES = {
     504: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 REQUEST_ID_KEY = "x-request-id"
+GRPC_CONTENT_TYPE = "application/grpc"
+#: The health service whose status says whether the server answers at all (liveness and start-up probes);
+#: the operator's pod.GRPC_LIVENESS_SERVICE names it too.
+LIVENESS_SERVICE = "liveness"
 
-Method = Callable[[Any, aio.ServicerContext], Awaitable[Any]]
+Method = Callable[..., Awaitable[Any]]
 
 
 def status_code(http_status: int) -> grpc.StatusCode:
     return STATUS_CODES.get(http_status, grpc.StatusCode.INTERNAL)
+
+
+def call_request_id(context: aio.ServicerContext) -> str:
+    """The call's request id: the client's ``x-request-id`` metadata when it is a plain token, else new."""
+    given = dict(context.invocation_metadata() or ()).get(REQUEST_ID_KEY)
+    return checked_request_id(given.encode() if isinstance(given, str) else None)
+
+
+def grpc_frame(message: bytes) -> bytes:
+    """A serialized message as one gRPC length-prefixed message (not compressed), as on the wire."""
+    return b"\x00" + len(message).to_bytes(4, "big") + message
 
 
 class InferenceService:
@@ -73,40 +100,51 @@ class InferenceService:
         protobuf.encode_tensor_metadata(message.outputs, metadata.outputs)
         return message
 
-    async def ModelInfer(self, request: Any, context: aio.ServicerContext) -> Any:
+    async def ModelInfer(self, request: Any, context: aio.ServicerContext, request_id: str) -> Any:
         name, version = request.model_name, request.model_version or None
         self.dataplane.ready_model(name, version)
         inference = protobuf.decode_request(request)
         metadata = dict(context.invocation_metadata() or ())
-        given = metadata.get(REQUEST_ID_KEY)
-        request_id = checked_request_id(given.encode() if isinstance(given, str) else None)
         answer = await self.dataplane.infer(name, inference, metadata, request_id, version)
         return protobuf.encode_response(answer, raw=protobuf.is_raw(request))
 
 
-# method → (request message, metrics label, the request's model name field)
-METHODS: dict[str, tuple[type[Any], str, str | None]] = {
-    "ServerLive": (pb.ServerLiveRequest, "grpc_server_live", None),
-    "ServerReady": (pb.ServerReadyRequest, "grpc_server_ready", None),
-    "ServerMetadata": (pb.ServerMetadataRequest, "grpc_server_metadata", None),
-    "ModelReady": (pb.ModelReadyRequest, "grpc_model_ready", "name"),
-    "ModelMetadata": (pb.ModelMetadataRequest, "grpc_model_metadata", "name"),
-    "ModelInfer": (pb.ModelInferRequest, "grpc_infer", "model_name"),
+# method → (request message, metrics label, the request's model name field, an inference: it has a request
+# id and its payloads are logged)
+METHODS: dict[str, tuple[type[Any], str, str | None, bool]] = {
+    "ServerLive": (pb.ServerLiveRequest, "grpc_server_live", None, False),
+    "ServerReady": (pb.ServerReadyRequest, "grpc_server_ready", None, False),
+    "ServerMetadata": (pb.ServerMetadataRequest, "grpc_server_metadata", None, False),
+    "ModelReady": (pb.ModelReadyRequest, "grpc_model_ready", "name", False),
+    "ModelMetadata": (pb.ModelMetadataRequest, "grpc_model_metadata", "name", False),
+    "ModelInfer": (pb.ModelInferRequest, "grpc_infer", "model_name", True),
 }
 
 
-def _unary(method: Method, message_type: type[Any], label: str, model_field: str | None) -> Any:
-    """``method`` as a unary handler that takes the request's bytes: parsing, errors and metrics here,
-    once for every method."""
+def _unary(method: Method, message_type: type[Any], label: str, model_field: str | None, inference: bool,
+           payload_logger: PayloadLogger | None = None) -> Any:
+    """``method`` as a unary handler from the request's bytes to the answer's: parsing, errors, metrics,
+    an inference's request id and payload events here, once for every method."""
 
-    async def handle(data: bytes, context: aio.ServicerContext) -> Any:
+    async def handle(data: bytes, context: aio.ServicerContext) -> bytes:
         started = time.perf_counter()
         model = None
         status = 200
         try:
+            if not inference:
+                request = protobuf.parse(message_type, data)
+                model = getattr(request, model_field) if model_field else None
+                return (await method(request, context)).SerializeToString()
+            request_id = call_request_id(context)
+            context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
+            if payload_logger is not None:  # as received, whether or not it parses (as REST's)
+                payload_logger.log_request(request_id, grpc_frame(data), GRPC_CONTENT_TYPE)
             request = protobuf.parse(message_type, data)
             model = getattr(request, model_field) if model_field else None
-            return await method(request, context)
+            answer = (await method(request, context, request_id)).SerializeToString()
+            if payload_logger is not None:
+                payload_logger.log_response(request_id, grpc_frame(answer), GRPC_CONTENT_TYPE)
+            return answer
         except ApiError as exc:
             status = exc.status
             await context.abort(status_code(exc.status), exc.message)
@@ -121,24 +159,22 @@ def _unary(method: Method, message_type: type[Any], label: str, model_field: str
                 endpoint=label, model=model, status=status, seconds=time.perf_counter() - started
             )
 
-    return grpc.unary_unary_rpc_method_handler(
-        handle, request_deserializer=None, response_serializer=lambda m: m.SerializeToString()
-    )
+    return grpc.unary_unary_rpc_method_handler(handle, request_deserializer=None, response_serializer=None)
 
 
-def inference_handler(service: InferenceService) -> grpc.GenericRpcHandler:
+def inference_handler(service: InferenceService, payload_logger: PayloadLogger | None = None
+                      ) -> grpc.GenericRpcHandler:
     return grpc.method_handlers_generic_handler(
         SERVICE_NAME,
-        {
-            method: _unary(getattr(service, method), message_type, label, model_field)
-            for method, (message_type, label, model_field) in METHODS.items()
-        },
+        {method: _unary(getattr(service, method), *spec, payload_logger) for method, spec in METHODS.items()},
     )
 
 
 class HealthService(AsyncHealthServicer):
     """``grpc.health.v1.Health``: the server ("") and ``inference.GRPCInferenceService`` are SERVING
-    once every model is ready (what ``/v2/health/ready`` says), NOT_SERVING before and while stopping."""
+    once every model is ready (what ``/v2/health/ready`` says), NOT_SERVING before and while stopping;
+    ``liveness`` is SERVING whenever the server answers (what ``/v2/health/live`` says), NOT_SERVING while
+    stopping. Kubernetes' probe documentation names the services of its ``grpc`` probes so."""
 
     def __init__(self, ready: Callable[[], bool]) -> None:
         super().__init__()
@@ -149,6 +185,7 @@ class HealthService(AsyncHealthServicer):
         status = serving if self.ready() else health_pb2.HealthCheckResponse.NOT_SERVING
         for service in ("", SERVICE_NAME):
             await self.set(service, status)
+        await self.set(LIVENESS_SERVICE, serving)
         return await super().Check(request, context)
 
 
@@ -156,13 +193,16 @@ class GrpcServer:
     """The ``grpc.aio`` server: started and stopped by the HTTP server's lifespan, in its loop."""
 
     def __init__(
-        self, dataplane: DataPlane, host: str, port: int, max_message_size: int, *, required: bool = True
+        self, dataplane: DataPlane, host: str, port: int, max_message_size: int, *, required: bool = True,
+        payload_logger: PayloadLogger | None = None,
     ) -> None:
         """``required``: a port that cannot be bound stops the start-up; else (the port is only the
         default, nobody asked for it) it is logged and the runtime serves HTTP alone, as a taken
-        metrics port is (:func:`isvc_runtime.metrics.install`)."""
+        metrics port is (:func:`isvc_runtime.metrics.install`). ``payload_logger``: ModelInfer's requests
+        and answers are logged to it."""
         self.dataplane = dataplane
         self.required = required
+        self.payload_logger = payload_logger
         self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self.max_message_size = max_message_size
         self.server: aio.Server | None = None
@@ -177,7 +217,9 @@ class GrpcServer:
                 ("grpc.so_reuseport", 0),
             ]
         )
-        server.add_generic_rpc_handlers((inference_handler(InferenceService(self.dataplane)),))
+        server.add_generic_rpc_handlers(
+            (inference_handler(InferenceService(self.dataplane), self.payload_logger),)
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         try:
             self.port = server.add_insecure_port(self.address)

@@ -16,6 +16,8 @@ from starlette.routing import BaseRoute, Route
 from ..codecs import binary, native, v1, v2
 from ..codecs.jsonio import loads_object
 from ..dataplane import DataPlane
+from ..protocol import DEFAULT as DEFAULT_PROTOCOL
+from ..protocol import liveness_body
 from .app import Endpoint, JSONResponse, read_body, route
 from .middleware import request_id_of
 
@@ -36,20 +38,23 @@ register_url_convertor("model_name", ModelName())
 
 
 class Endpoints:
-    """The endpoints over one data plane; ``max_request_size`` bounds every request body."""
+    """The endpoints over one data plane; ``max_request_size`` bounds every request body; ``protocol``
+    (``PROTOCOL_VERSION``, :mod:`isvc_runtime.protocol`) is the one ``GET /`` answers in."""
 
-    def __init__(self, dataplane: DataPlane, max_request_size: int) -> None:
+    def __init__(self, dataplane: DataPlane, max_request_size: int, protocol: str = DEFAULT_PROTOCOL) -> None:
         self.dataplane = dataplane
         self.max_request_size = max_request_size
+        self.live_body = liveness_body(protocol)
 
     async def body(self, request: Request) -> bytes:
         return await read_body(request, self.max_request_size)
 
     # --- KServe v1 ---
 
-    async def v1_live(self, request: Request) -> Response:
-        """``GET /``: KServe's v1 liveness (its SDK's ``is_server_ready`` for v1 asks here)."""
-        return JSONResponse({"status": "alive"})
+    async def server_live(self, request: Request) -> Response:
+        """``GET /``: KServe's v1 liveness (its SDK's ``is_server_ready`` for v1 asks here), in the declared
+        protocol's words (v2, grpc-v2: the Open Inference Protocol's ``{"live": true}``)."""
+        return JSONResponse(self.live_body)
 
     async def v1_list_models(self, request: Request) -> Response:
         return JSONResponse({"models": self.dataplane.model_names()})
@@ -158,7 +163,7 @@ def routes(
     get, post = ["GET"], ["POST"]
     v2_model = "/v2/models/{model}"
     table: list[BaseRoute] = [
-        route("/", e.v1_live, get, "health"),
+        route("/", e.server_live, get, "health"),
         route("/v1/models", e.v1_list_models, get, "v1_models"),
         *(
             route(f"/v1/models/{{model}}:{action}", endpoint, post, f"v1_{action}")
