@@ -60,7 +60,7 @@ def warnings(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("Warning:")]
 
 
-SAMPLES = ("torchserve", "gpu", "autoscaling", "metrics", "canary", "logger")
+SAMPLES = ("torchserve", "gpu", "autoscaling", "metrics", "canary", "logger", "grpc")
 
 
 def test_every_sample_and_golden_file_is_checked() -> None:

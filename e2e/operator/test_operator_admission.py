@@ -63,11 +63,29 @@ INVALID = {
     "two_ports": (variant(pytorch={"ports": [{"containerPort": 8080}, {"containerPort": 8081}]}),
                   "spec.predictor.pytorch.ports"),
     "unknown_field_typo": (variant(pytorch={"storageURI": "gs://b/m"}), "storageURI"),
+    "grpc_port_named_http1": (variant(pytorch={"protocolVersion": "grpc-v2", "ports": [
+        {"containerPort": 9000, "name": "http1"}]}), "spec.predictor.pytorch.ports[0].name"),
+    "h2c_port_for_http_protocol": (variant(pytorch={"protocolVersion": "v2", "ports": [
+        {"containerPort": 9000, "name": "h2c"}]}), "spec.predictor.pytorch.ports[0].name"),
+    "grpc_on_the_http_port": (variant(pytorch={"protocolVersion": "grpc-v2", "ports": [
+        {"containerPort": 8080}]}), "spec.predictor.pytorch.ports[0].containerPort"),
 }
 
 
 def test_the_valid_base_spec_is_accepted(operator_installed, kubectl: Kubectl, namespace: str) -> None:
     kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", input=json.dumps(VALID))
+
+
+@pytest.mark.parametrize("pytorch", [
+    {"protocolVersion": "grpc-v2"},
+    {"protocolVersion": "grpc-v2", "ports": [{"containerPort": 9000}]},
+    {"protocolVersion": "grpc-v2", "ports": [{"containerPort": 9000, "name": "h2c", "protocol": "TCP"}]},
+    {"protocolVersion": "v2", "ports": [{"containerPort": 9000, "name": "http1"}]},
+], ids=["grpc_default_port", "grpc_unnamed_port", "grpc_h2c_port", "v2_http1_port"])
+def test_each_protocol_with_its_port_is_accepted(operator_installed, kubectl: Kubectl, namespace: str,
+                                                 pytorch: dict[str, Any]) -> None:
+    isvc = variant(pytorch=pytorch)
+    kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", input=json.dumps(isvc))
 
 
 @pytest.mark.parametrize("case", sorted(INVALID))

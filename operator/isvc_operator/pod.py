@@ -12,6 +12,14 @@ path, volume name and probe is decided here; the template holds none of them.
   `/v2/health/live`, which answers whenever the server's event loop does, loading or not. The start-up
   probe gives a slow start (large archives are unpacked before the server binds) as long as Knative's
   default progress deadline, 10 minutes, before liveness may restart the container.
+- With protocolVersion grpc-v2 the routed port (h2c) is the runtime's gRPC port (`--grpc-port`; HTTP stays
+  on 8080) and the same three probes are `grpc` probes of grpc.health.v1 on it: readiness asks for the
+  server as a whole (service "", SERVING once every model is loaded), liveness and start-up for the
+  service "liveness" (SERVING whenever the server answers; the name Kubernetes' probe documentation uses).
+  HTTP probes could not stay: Knative rewrites an httpGet liveness probe onto the routed port
+  (knative.dev/serving pkg/reconciler/revision/resources/deploy.go, rewriteUserLivenessProbe), where HTTP/1.1
+  meets a gRPC server; its webhook allows grpc probes on any port (pkg/apis/serving/k8s_validation.go,
+  validateProbe checks only httpGet's and tcpSocket's named ports against the container port).
 - Both containers run with the ConfigMap's `securityContext` (config.py): restrictive by default.
 - `batcher` and `logger` become runtime flags (`runtime_args`), their unset fields the ConfigMap's; an
   https logger sink with the ConfigMap's `logger.caBundle` gets that ConfigMap mounted read-only at
@@ -26,7 +34,7 @@ from typing import Any
 
 from .config import LoggerConfig, MetricsConfig, OperatorConfig
 from .credentials import StorageCredentials
-from .spec import BatcherSpec, InferenceService, LoggerSpec, PyTorchSpec
+from .spec import HTTP_PORT, BatcherSpec, InferenceService, LoggerSpec, PyTorchSpec
 
 MODEL_DIR = "/mnt/models"
 PVC_MOUNT = "/mnt/pvc"
@@ -39,6 +47,10 @@ LOGGER_CA_VOLUME = "isvc-logger-ca"
 LOGGER_CA_MOUNT = "/etc/isvc-logger/ca"
 READINESS_PATH = "/v2/health/ready"
 LIVENESS_PATH = "/v2/health/live"
+# grpc.health.v1 services the runtime answers (isvc_runtime.grpc.service.HealthService): "" is the server
+# as a whole (ready), "liveness" whether it answers at all.
+GRPC_READINESS_SERVICE = ""
+GRPC_LIVENESS_SERVICE = "liveness"
 LIVENESS = {"periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 3}
 STARTUP = {"periodSeconds": 5, "timeoutSeconds": 5, "failureThreshold": 120}
 
@@ -113,7 +125,9 @@ def runtime_container(isvc: InferenceService, config: OperatorConfig) -> Contain
     pytorch = isvc.predictor.pytorch
     port = pytorch.port.container_port
 
-    def http_get(path: str, **timing: int) -> dict[str, Any]:
+    def probe(path: str, service: str, **timing: int) -> dict[str, Any]:
+        if pytorch.grpc:
+            return {"grpc": {"port": port, "service": service}, **timing}
         return {"httpGet": {"path": path, "port": port}, **timing}
 
     mounts = [{"name": PROVISION_VOLUME, "mountPath": MODEL_DIR, "readOnly": True}]
@@ -128,9 +142,9 @@ def runtime_container(isvc: InferenceService, config: OperatorConfig) -> Contain
         security_context=config.security_context,
         env=runtime_env(isvc, config.metrics),
         ports=[pytorch.port.manifest()],
-        readiness_probe=http_get(READINESS_PATH),
-        liveness_probe=http_get(LIVENESS_PATH, **LIVENESS),
-        startup_probe=http_get(LIVENESS_PATH, **STARTUP),
+        readiness_probe=probe(READINESS_PATH, GRPC_READINESS_SERVICE),
+        liveness_probe=probe(LIVENESS_PATH, GRPC_LIVENESS_SERVICE, **LIVENESS),
+        startup_probe=probe(LIVENESS_PATH, GRPC_LIVENESS_SERVICE, **STARTUP),
     )
 
 
@@ -149,14 +163,16 @@ def predictor_image(pytorch: PyTorchSpec, config: OperatorConfig) -> str:
 
 def runtime_args(isvc: InferenceService, config: OperatorConfig) -> list[str]:
     """The runtime's command line: the provisioned model store, the isvc's name as the model's, the
-    HTTP port, the batcher's and the logger's flags, then the user's args (a repeated flag: the last wins)."""
+    routed port (`--http-port`; grpc-v2: `--grpc-port`, HTTP on 8080), the batcher's and the logger's flags,
+    then the user's args (a repeated flag: the last wins)."""
     predictor = isvc.predictor
     pytorch = predictor.pytorch
-    args = [
-        "--model-store", MODEL_DIR,
-        "--model-name", isvc.metadata.name,
-        "--http-port", str(pytorch.port.container_port),
-    ]
+    routed = str(pytorch.port.container_port)
+    args = ["--model-store", MODEL_DIR, "--model-name", isvc.metadata.name]
+    if pytorch.grpc:
+        args += ["--http-port", str(HTTP_PORT), "--grpc-port", routed]
+    else:
+        args += ["--http-port", routed]
     if predictor.batcher is not None:
         args += batcher_args(predictor.batcher.with_defaults(config.batcher))
     if predictor.logger is not None:
@@ -192,10 +208,12 @@ def logger_ca_file(isvc: InferenceService, config: LoggerConfig) -> str | None:
 
 
 def runtime_env(isvc: InferenceService, metrics: MetricsConfig) -> list[dict[str, Any]]:
-    """PROTOCOL_VERSION; for a metrics port other than the runtime's default, TS_METRICS_ADDRESS; with a
-    logger, ISVC_NAME and ISVC_NAMESPACE (its events' inferenceservicename and namespace); then the user's
-    env, whose names win. (The runtime's ``isvc`` and ``revision`` metrics labels come from ISVC_NAME, else
-    K_SERVICE, ``{isvc}-predictor-default``, and K_REVISION, which Knative sets in every pod.)"""
+    """PROTOCOL_VERSION (the protocol of the routed port; the runtime answers `GET /` in it and, for
+    grpc-v2, refuses to start without its gRPC port); for a metrics port other than the runtime's default,
+    TS_METRICS_ADDRESS; with a logger, ISVC_NAME and ISVC_NAMESPACE (its events' inferenceservicename and
+    namespace); then the user's env, whose names win. (The runtime's ``isvc`` and ``revision`` metrics
+    labels come from ISVC_NAME, else K_SERVICE, ``{isvc}-predictor-default``, and K_REVISION, which Knative
+    sets in every pod.)"""
     pytorch = isvc.predictor.pytorch
     given = {item.name for item in pytorch.env}
     env = [{"name": "PROTOCOL_VERSION", "value": pytorch.protocol_version}]

@@ -13,6 +13,13 @@ All three objects are named `{isvc}-predictor-default` and carry the predictor's
 pod is the very value the Knative Service runs (pod.predictor_pod, laid out by predictor-pod.yaml.j2).
 While an HPA exists the Deployment leaves `spec.replicas` to it (server-side apply: a field we do not send
 is not ours, so the HPA controller's scale is never undone); without one it runs minReplicas.
+
+The Service's port 80 goes to the predictor's routed port. For protocolVersion grpc-v2 that port speaks gRPC
+(HTTP/2 cleartext): the Service port is named `grpc` with appProtocol `kubernetes.io/h2c`, the standard
+application protocol Knative gives its own HTTP/2 Services (knative.dev/networking pkg/apis/networking/
+ports.go, AppProtocolH2C; serving's pkg/reconciler/serverlessservice/resources/services.go), so Istio and
+Gateway API implementations proxy it as HTTP/2 (Istio reads appProtocol before the port name: istio/istio
+pkg/config/kube/conversion.go, ConvertProtocol).
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ AUTOSCALER_CLASSES = (HPA_CLASS, EXTERNAL_CLASS, NONE_CLASS)
 CPU, MEMORY = "cpu", "memory"
 DEFAULT_UTILIZATION = 80
 SERVICE_PORT = 80
+H2C_APP_PROTOCOL = "kubernetes.io/h2c"
 
 
 @dataclass(frozen=True)
@@ -124,8 +132,8 @@ def raw_context(isvc: InferenceService, config: OperatorConfig,
                           " (Knative) deployment mode")
     scaling = autoscaling(isvc)
     pod = predictor_pod(isvc, config, credentials)
-    ports = pod.runtime.ports
     name = predictor_service_name(metadata.name)
+    grpc = isvc.predictor.pytorch.grpc
     return {
         "name": name,
         "namespace": metadata.namespace,
@@ -136,7 +144,9 @@ def raw_context(isvc: InferenceService, config: OperatorConfig,
         "replicas": None if scaling is not None else max(isvc.predictor.min_replicas, 1),
         "autoscaling": scaling,
         "service_port": SERVICE_PORT,
-        "target_port": ports[0]["containerPort"] if ports else 8080,
+        "service_port_name": "grpc" if grpc else "http",
+        "app_protocol": H2C_APP_PROTOCOL if grpc else None,
+        "target_port": isvc.predictor.pytorch.port.container_port,
         "pod": pod,
     }
 

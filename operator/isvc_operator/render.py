@@ -20,6 +20,7 @@ through `| tojson`. Field by field, isvc → ksvc (`template.` is the revision t
     pytorch.resources                → containers[0].resources (defaulted)         spec.default_resources
     pytorch.ports                    → containers[0].ports, --http-port, probes    pod.runtime_container
     pytorch.protocolVersion, env     → containers[0].env                           pod.runtime_env
+      grpc-v2                        → the port h2c 8081, --grpc-port, grpc probes spec.parse_port, pod
     pytorch.args                     → containers[0].args, after the runtime's     pod.runtime_args
     predictor.batcher                → containers[0].args --batch-size,            pod.batcher_args
                                        --max-batch-delay, --response-timeout

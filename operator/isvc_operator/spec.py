@@ -7,6 +7,11 @@ with a `RenderError` naming the field, what would make a broken pod, since a sto
 rule. Kubernetes objects the CRD passes through untouched (tolerations, affinity, an env var's valueFrom)
 stay plain mappings.
 
+`protocolVersion` `grpc-v2` (KServe's name) serves the Open Inference Protocol over gRPC on the one port
+Knative routes to: that port is named `h2c` (Knative then speaks HTTP/2 cleartext to it) and defaults to
+8081, KServe's gRPC port; the runtime's HTTP server stays on 8080 beside it (`HTTP_PORT`), so a gRPC port
+of 8080 is refused, as is an `h2c` port for the HTTP/1.1 protocols v1 and v2.
+
 `batcher` and `logger` (KFServing's) take the fields they leave unset from the operator's ConfigMap
 (`BatcherSpec.with_defaults`, `LoggerSpec.with_defaults`); pod.runtime_args turns them into the runtime's
 arguments.
@@ -21,8 +26,12 @@ from .config import BatcherConfig, LoggerConfig
 from .errors import RenderError
 from .quantity import parse_quantity
 
-PROTOCOLS = ("v1", "v2")
+GRPC_PROTOCOL = "grpc-v2"
+PROTOCOLS = ("v1", "v2", GRPC_PROTOCOL)
 DEFAULT_PROTOCOL = "v1"
+#: Knative's port names (knative.dev/serving pkg/apis/serving/k8s_validation.go, validPortNames): h2c makes
+#: Knative's queue-proxy and activator speak HTTP/2 cleartext to the container, http1 HTTP/1.1.
+H2C, HTTP1 = "h2c", "http1"
 DEFAULT_MIN_REPLICAS = 1
 #: Every unset request and limit of the runtime container (see `default_resources`).
 DEFAULT_RESOURCES = {"cpu": "1", "memory": "2Gi"}
@@ -54,7 +63,11 @@ class ContainerPort:
         return _set_fields(containerPort=self.container_port, name=self.name, protocol=self.protocol)
 
 
-DEFAULT_PORT = ContainerPort(8080, "http1", "TCP")
+DEFAULT_PORT = ContainerPort(8080, HTTP1, "TCP")
+#: grpc-v2's port: KServe's default gRPC port (python/kserve/kserve/constants/constants.py DEFAULT_GRPC_PORT).
+DEFAULT_GRPC_PORT = ContainerPort(8081, H2C, "TCP")
+#: Where the runtime serves HTTP when the routed port is gRPC's (grpc-v2).
+HTTP_PORT = DEFAULT_PORT.container_port
 
 
 @dataclass(frozen=True)
@@ -99,6 +112,11 @@ class PyTorchSpec:
     @property
     def requests_gpu(self) -> bool:
         return GPU_RESOURCE in self.resources.limits
+
+    @property
+    def grpc(self) -> bool:
+        """The routed port serves gRPC (grpc-v2); else it is the runtime's HTTP port."""
+        return self.protocol_version == GRPC_PROTOCOL
 
 
 @dataclass(frozen=True)
@@ -236,12 +254,29 @@ def parse_pytorch(pytorch: Any) -> PyTorchSpec:
             for item in pytorch.get("env") or ()
         ),
         resources=default_resources(pytorch.get("resources")),
-        port=(
-            ContainerPort(int(ports[0]["containerPort"]), ports[0].get("name"), ports[0].get("protocol"))
-            if ports
-            else DEFAULT_PORT
-        ),
+        port=parse_port(ports[0] if ports else None, protocol),
     )
+
+
+def parse_port(port: dict[str, Any] | None, protocol: str) -> ContainerPort:
+    """The one routed port: the user's, else the protocol's default. grpc-v2's is named h2c when the user
+    leaves the name out (it must be, for Knative to speak HTTP/2 to it)."""
+    grpc = protocol == GRPC_PROTOCOL
+    if port is None:
+        return DEFAULT_GRPC_PORT if grpc else DEFAULT_PORT
+    number, name = int(port["containerPort"]), port.get("name")
+    where = f"{_PYTORCH}.ports[0]"
+    if grpc and name not in (None, H2C):
+        raise RenderError(f"{where}.name: protocolVersion {GRPC_PROTOCOL} is served over HTTP/2, so the port"
+                          f" must be named {H2C!r} (or left unnamed), not {name!r}")
+    if not grpc and name == H2C:
+        raise RenderError(f"{where}.name: {H2C!r} (HTTP/2) is the port of protocolVersion {GRPC_PROTOCOL};"
+                          f" {protocol} is served over HTTP/1.1 ({HTTP1!r} or no name)")
+    if grpc and number == HTTP_PORT:
+        raise RenderError(f"{where}.containerPort: {HTTP_PORT} is the runtime's HTTP port; protocolVersion"
+                          f" {GRPC_PROTOCOL} serves gRPC on another ({DEFAULT_GRPC_PORT.container_port} by"
+                          " default)")
+    return ContainerPort(number, H2C if grpc else name, port.get("protocol"))
 
 
 def parse_pvc(storage_uri: str) -> PersistentVolumeClaimSource | None:

@@ -14,7 +14,7 @@ from isvc_operator.config import default_config
 from isvc_operator.render import render_knative_service
 from operator_samples import GOLDEN, load_sample
 
-SAMPLES = ["torchserve", "gpu", "autoscaling", "metrics", "canary", "logger"]
+SAMPLES = ["torchserve", "gpu", "autoscaling", "metrics", "canary", "logger", "grpc"]
 
 
 @pytest.mark.parametrize("sample", SAMPLES)

@@ -20,7 +20,7 @@ def raw_sample(name: str = "torchserve", **annotations: str) -> dict[str, Any]:
     return isvc
 
 
-@pytest.mark.parametrize("sample", ["torchserve", "gpu", "autoscaling"])
+@pytest.mark.parametrize("sample", ["torchserve", "gpu", "autoscaling", "grpc"])
 def test_raw_sample_renders_the_golden_deployment_service_and_hpa(sample: str) -> None:
     assert_golden(render_raw(raw_sample(sample), default_config()), f"{sample}.raw.yaml")
 
