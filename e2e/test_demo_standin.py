@@ -113,7 +113,7 @@ def test_torchserve_pod_runs_the_initializer_then_the_runtime_with_args_as_rende
     assert init.env["STORAGE_EMULATOR_HOST"] == "http://127.0.0.1:9023"
     [runtime] = plan.containers
     assert runtime.argv == [PY, "-m", "isvc_runtime", "--model-store", str(models), "--model-name",
-                            "torchserve", "--http-port", str(ports[8080])]
+                            "torchserve", "--http-port", str(ports[8080]), "--grpc-port", str(ports[8081])]
     assert runtime.env["PROTOCOL_VERSION"] == "v1"
     assert "STORAGE_EMULATOR_HOST" not in runtime.env
     assert runtime.env["TS_METRICS_ADDRESS"] == f"http://127.0.0.1:{ports[8082]}"
@@ -133,7 +133,15 @@ def test_every_pod_port_gets_its_own_loopback_port(tmp_path: Path) -> None:
     ports = pod_ports(spec, {"prometheus.io/port": "8082"})
     assert ports == [8080, 8081, 8082, 9091]
     plan, mapping = plan_for(ksvc, tmp_path)
-    assert plan.containers[0].argv[-1] == f"--metrics-port={mapping[9091]}"
+    assert f"--metrics-port={mapping[9091]}" in plan.containers[0].argv
+
+
+def test_a_grpc_pod_serves_grpc_on_its_declared_port_probed_with_grpc_health(tmp_path: Path) -> None:
+    plan, ports = plan_for(golden("grpc"), tmp_path)
+    [runtime] = plan.containers
+    assert runtime.argv[-4:] == ["--http-port", str(ports[8080]), "--grpc-port", str(ports[8081])]
+    assert runtime.env["PROTOCOL_VERSION"] == "grpc-v2"
+    assert (plan.probe_grpc_service, plan.probe_port, plan.serving_port) == ("", 8081, 8080)
 
 
 def test_secret_and_field_env_are_resolved_like_the_kubelet(tmp_path: Path) -> None:

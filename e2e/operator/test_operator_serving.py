@@ -1,6 +1,6 @@
-"""An isvc's `logger` and `batcher`, end to end: the real operator renders them, the Knative + kubelet
-stand-in runs the real runtime with the rendered flags and env, and predictions go through the ingress
-stand-in.
+"""Serving end to end: the real operator renders the isvc, the Knative + kubelet stand-in runs the real
+runtime with the rendered flags, env and probes, and predictions go through the ingress stand-in (gRPC
+straight to the pod's port, the stand-in ingress speaking HTTP/1.1 only).
 
 - `logger: {url: <a CloudEvents receiver on loopback>, mode: all}`: 100 predictions become exactly 100
   request and 100 response events (parsed by the cloudevents SDK), paired by id, the id the answer's
@@ -8,6 +8,9 @@ stand-in.
   the runtime's dropped counter rises.
 - `batcher: {maxBatchSize: 8, maxLatency: 50}` under 16 concurrent clients: the runtime's batch-size
   histogram shows batches of more than one row and none of more than eight.
+- `protocolVersion: grpc-v2` with a logger: Ready once gRPC health says so, `ModelInfer` of an MNIST digit
+  on the port the ksvc names (h2c) answers 2 under the request id it was given, and the call is logged as
+  a request and a response event under that id, bodies the gRPC messages as framed on the wire.
 
 This module runs its own control plane: a real runtime needs `ServingStandin`, which must not share the
 cluster with the status-only `KnativeStandin` of the other operator tests (both would write ksvc status).
@@ -16,6 +19,8 @@ cluster with the status-only `KnativeStandin` of the other operator tests (both 
 from __future__ import annotations
 
 import asyncio
+import base64
+import io
 import json
 import re
 import subprocess
@@ -26,12 +31,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import grpc
 import httpx
+import numpy as np
 import pytest
+from isvc_runtime.grpc.stubs import GRPCInferenceServiceStub, pb
 
 from e2e import REPO_ROOT
 from e2e.demo import shared_dir
-from e2e.inference_services import ready_isvc
+from e2e.inference_services import ksvc_of, predictor_service, ready_isvc
 from e2e.installation import EXAMPLES, OPERATOR_ACCOUNT, OPERATOR_NAMESPACE, OperatorProcess, install
 from e2e.knative.webhook import APISERVER_FLAGS, KnativeWebhook
 from e2e.localkube import ControlPlane, Kubectl
@@ -52,6 +60,7 @@ RESPONSE = "org.kubeflow.serving.inference.response"
 class Serving:
     cluster: ControlPlane
     operator: OperatorProcess
+    standin: ServingStandin
     ingress: Ingress
     store: Path
     mnist_request: bytes
@@ -60,11 +69,11 @@ class Serving:
     def kubectl(self) -> Kubectl:
         return self.cluster.kubectl
 
-    def apply(self, name: str, predictor: dict[str, Any]) -> str:
+    def apply(self, name: str, predictor: dict[str, Any], **pytorch: Any) -> str:
         """Apply the isvc, wait until it is Ready; its host (status.url's) for the ingress."""
         isvc = {"apiVersion": "serving.kubeflow.org/v1beta1", "kind": "InferenceService",
                 "metadata": {"name": name},
-                "spec": {"predictor": {"pytorch": {"storageUri": str(self.store)}, **predictor}}}
+                "spec": {"predictor": {"pytorch": {"storageUri": str(self.store), **pytorch}, **predictor}}}
         self.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=json.dumps(isvc))
         try:
             ready = wait_for(lambda: ready_isvc(self.kubectl, NAMESPACE, name), 240, f"isvc {name} Ready")
@@ -117,7 +126,7 @@ def serving(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serving]:
         parts.append(standin)
         ingress = Ingress(cluster.kubeconfig, standin).start()
         parts.append(ingress)
-        yield Serving(cluster, operator, ingress, store, mnist_request)
+        yield Serving(cluster, operator, standin, ingress, store, mnist_request)
     finally:
         for part in reversed(parts):
             part.stop()
@@ -162,7 +171,7 @@ def test_logger_sends_each_prediction_as_a_paired_cloudevent_and_a_stopped_recei
         assert set(requests) == set(responses) == ids
         for answer in answers:
             event_id = answer.headers["x-request-id"]
-            assert requests[event_id].body == serving.seed
+            assert requests[event_id].body == serving.mnist_request
             assert responses[event_id].body == answer.content
         event = next(iter(requests.values())).event
         assert (event.get_extension("inferenceservicename"), event.get_extension("namespace"),
@@ -192,3 +201,43 @@ def test_batcher_sets_the_runtimes_batch_size_and_delay_under_concurrent_load(se
     assert rows == 160
     assert buckets[1.0] < calls, "no batch of more than one row"
     assert buckets[8.0] == calls, "a batch of more than eight rows"
+
+
+def digit_request(mnist_request: bytes, model: str) -> Any:
+    """The v1 request's PNG as the FP32 ``[1, 1, 28, 28]`` tensor MNIST's handler normalises to."""
+    from PIL import Image
+
+    png = base64.b64decode(json.loads(mnist_request)["instances"][0]["data"])
+    pixels = np.asarray(Image.open(io.BytesIO(png)), dtype=np.float32) / 255.0
+    request = pb.ModelInferRequest(model_name=model)
+    tensor = request.inputs.add(name="input-0", datatype="FP32", shape=[1, 1, 28, 28])
+    tensor.contents.fp32_contents.extend(((pixels - 0.1307) / 0.3081).ravel().tolist())
+    return request
+
+
+def test_grpc_v2_becomes_ready_and_infers_an_mnist_digit_over_grpc_on_the_port_its_ksvc_names(
+    serving: Serving
+) -> None:
+    with cloudevents_sink() as sink:
+        serving.apply("grpc", {"logger": {"url": sink.url}}, protocolVersion="grpc-v2")
+        ksvc = ksvc_of(serving.kubectl, NAMESPACE, predictor_service("grpc"))
+        assert ksvc is not None
+        [container] = ksvc["spec"]["template"]["spec"]["containers"]
+        [port] = container["ports"]
+        assert (port["name"], port["containerPort"]) == ("h2c", 8081)
+        assert container["readinessProbe"]["grpc"]["port"] == 8081
+        pod = serving.standin.pod(NAMESPACE, ksvc["status"]["latestReadyRevisionName"])
+        assert pod is not None
+        request = digit_request(serving.mnist_request, "grpc")
+        with grpc.insecure_channel(f"127.0.0.1:{pod.port(port['containerPort'])}") as channel:
+            answer, call = GRPCInferenceServiceStub(channel).ModelInfer.with_call(
+                request, metadata=(("x-request-id", "grpc-e2e-1"),), timeout=60)
+        assert list(answer.outputs[0].contents.int64_contents) == [2]
+        assert dict(call.trailing_metadata())["x-request-id"] == "grpc-e2e-1"
+        wait_for(lambda: len(sink.received) >= 2, 60, "the call's two events")
+        events = {r.event.get_type(): r for r in sink.received}
+        assert {r.event.get_id() for r in sink.received} == {"grpc-e2e-1"}
+        framed = events[REQUEST].body
+        assert events[REQUEST].event.get_extension("inferenceservicename") == "grpc"
+        assert pb.ModelInferRequest.FromString(framed[5:]) == request
+        assert pb.ModelInferResponse.FromString(events[RESPONSE].body[5:]) == answer

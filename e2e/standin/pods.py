@@ -5,7 +5,9 @@ same as the Dockerfile's targets) run with this checkout's virtual-environment P
 volumes become directories, every ``mountPath`` prefix in args and env values is rewritten to the
 volume's directory, and every port of the pod gets a free loopback port of its own (``--http-port`` and the
 other PORT_FLAGS are rewritten to it) (the pod's network
-namespace, in effect). Nothing else in args or env changes.
+namespace, in effect). A runtime container given no ``--grpc-port`` gets one, the pod's stand-in for 8081:
+in a pod its default gRPC port is its own, here it would be the host's. Nothing else in args or env
+changes.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ IMAGE_ENTRYPOINTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 TORCHSERVE_PORTS = (8080, 8081, 8082)
 #: The runtime's port flags; their values are container ports, rewritten to the pod's loopback ports.
 PORT_FLAGS = ("--http-port", "--metrics-port", "--grpc-port")
+#: The runtime's default gRPC port (KServe's), and the images that run the runtime.
+RUNTIME_GRPC_PORT = 8081
+RUNTIME_TARGETS = ("runtime", "runtime-gpu")
 #: The host environment a container may see (the rest of this process's environment stays out).
 PASSED_THROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ")
 
@@ -56,9 +61,10 @@ class PodPlan:
     init: list[ProcessSpec]
     containers: list[ProcessSpec]
     ports: dict[int, int]  # container port -> loopback port
-    serving_port: int  # container port of the serving container
-    probe_path: str | None  # readiness probe's httpGet path; None: TCP probe
+    serving_port: int  # container port of the serving container's HTTP (what the ingress proxies to)
+    probe_path: str | None  # readiness probe's httpGet path; None: TCP probe (or gRPC health)
     probe_port: int  # container port the readiness probe checks
+    probe_grpc_service: str | None = None  # a grpc probe: the grpc.health.v1 service it asks about
     volume_dirs: dict[str, Path] = field(default_factory=dict)
     files: dict[Path, bytes] = field(default_factory=dict)  # secret/configMap volume contents
 
@@ -128,6 +134,17 @@ def _port_flags(argv: list[str], ports: Mapping[int, int]) -> list[str]:
     return out
 
 
+def with_grpc_port(container: Mapping[str, Any], argv: list[str], ports: Mapping[int, int]) -> list[str]:
+    """A runtime container's argv (the image's ENTRYPOINT, no ``command``) with ``--grpc-port`` (its
+    default's stand-in) when it names none."""
+    image = str(container.get("image", ""))
+    if image_target(image) not in RUNTIME_TARGETS or container.get("command"):
+        return argv
+    if "--grpc-port" in declared_ports(container):
+        return argv
+    return [*argv, "--grpc-port", str(ports[RUNTIME_GRPC_PORT])]
+
+
 def declared_ports(container: Mapping[str, Any]) -> dict[str, int]:
     """The port flags in a container's args: ``{"--http-port": 8080, ...}``."""
     args = [str(a) for a in container.get("args") or []]
@@ -154,7 +171,8 @@ def pod_ports(spec: Mapping[str, Any], annotations: Mapping[str, str]) -> list[i
     for container in spec.get("containers") or []:
         for port in container.get("ports") or []:
             found.add(int(port["containerPort"]))
-        probe_port = ((container.get("readinessProbe") or {}).get("httpGet") or {}).get("port")
+        probe = container.get("readinessProbe") or {}
+        probe_port = (probe.get("httpGet") or probe.get("grpc") or {}).get("port")
         if isinstance(probe_port, int):
             found.add(probe_port)
         found.update(declared_ports(container).values())
@@ -264,7 +282,7 @@ def plan_pod(
                 ) -> ProcessSpec:
         mounts = _mounts(container, volume_dirs)
         argv = [map_path(a, mounts) for a in container_argv(container, python)]
-        argv = _port_flags(argv, ports)
+        argv = with_grpc_port(container, _port_flags(argv, ports), ports)
         env = {k: map_path(v, mounts) for k, v in resolve_env(container, namespace, pod_name, lookup).items()}
         return ProcessSpec(str(container.get("name")), argv, {**base, **extra, **env, **overrides}, root)
 
@@ -276,8 +294,10 @@ def plan_pod(
     declared = [int(p["containerPort"]) for p in serving.get("ports") or []]
     serving_port = _declared_http_port(serving) or (declared[0] if declared else 8080)
     probe = serving.get("readinessProbe") or {}
-    http_get = probe.get("httpGet")
+    http_get, grpc_probe = probe.get("httpGet"), probe.get("grpc")
     probe_port = serving_port
+    if grpc_probe is not None:
+        probe_port = int(grpc_probe.get("port") or (declared[0] if declared else serving_port))
     if http_get is not None:
         raw = http_get.get("port", serving_port)
         if isinstance(raw, str) and not raw.isdigit():
@@ -303,6 +323,7 @@ def plan_pod(
         serving_port=serving_port,
         probe_path=(http_get or {}).get("path", "/") if http_get is not None else None,
         probe_port=probe_port,
+        probe_grpc_service=str(grpc_probe.get("service") or "") if grpc_probe is not None else None,
         volume_dirs=volume_dirs,
         files=files,
     )

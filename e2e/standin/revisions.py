@@ -125,6 +125,8 @@ class RevisionPod:
 
     def _probe(self) -> bool:
         port = self.plan.ports[self.plan.probe_port]
+        if self.plan.probe_grpc_service is not None:
+            return grpc_serving(port, self.plan.probe_grpc_service)
         try:
             if self.plan.probe_path is None:
                 with socket.create_connection(("127.0.0.1", port), timeout=1.0):
@@ -155,3 +157,18 @@ class RevisionPod:
                     self._set(FAILED, f"not ready after {self._ready_timeout:.0f}s")
                     return
             self._stop.wait(0.2 if self.state == PENDING else 1.0)
+
+
+def grpc_serving(port: int, service: str) -> bool:
+    """A ``grpc`` readiness probe: grpc.health.v1 ``Check(service)`` answers SERVING (as Knative's
+    queue-proxy probes: knative.dev/serving pkg/queue/health/probe.go, GRPCProbe)."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        try:
+            answer = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=2.0)
+        except grpc.RpcError:
+            return False
+    return answer.status == health_pb2.HealthCheckResponse.SERVING
