@@ -104,16 +104,18 @@ push-images:
 image-names:
 	@printf '%s\n' $(IMAGES)
 
-# deploy/ with the chosen REGISTRY and VERSION, into $(DEPLOY_OUT): kubectl apply -f crds/ -f $(DEPLOY_OUT)
+# deploy/ (and deploy/kserve/) with the chosen REGISTRY and VERSION, into $(DEPLOY_OUT) (and its kserve/):
+# kubectl apply -f crds/ -f $(DEPLOY_OUT); KServe users: kubectl apply -f $(DEPLOY_OUT)/kserve
 deploy-manifests:
-	mkdir -p $(DEPLOY_OUT)
-	for manifest in deploy/*.yaml; do sed \
+	mkdir -p $(DEPLOY_OUT)/kserve
+	for manifest in deploy/*.yaml deploy/kserve/*.yaml; do sed \
 	  -e 's#"$(DEFAULT_REGISTRY)/runtime"#"$(REGISTRY)/runtime"#' \
 	  -e 's#"defaultImageVersion": "$(DEFAULT_VERSION)"#"defaultImageVersion": "$(VERSION)"#' \
 	  -e 's#"defaultGpuImageVersion": "$(DEFAULT_VERSION)-gpu"#"defaultGpuImageVersion": "$(VERSION)-gpu"#' \
+	  -e 's#$(DEFAULT_REGISTRY)/runtime:$(DEFAULT_VERSION)#$(RUNTIME_IMAGE)#' \
 	  -e 's#$(DEFAULT_REGISTRY)/storage-initializer:$(DEFAULT_VERSION)#$(STORAGE_INITIALIZER_IMAGE)#' \
 	  -e 's#$(DEFAULT_REGISTRY)/operator:$(DEFAULT_VERSION)#$(OPERATOR_IMAGE)#' \
-	  "$$manifest" > "$(DEPLOY_OUT)/$$(basename "$$manifest")" || exit 1; done
+	  "$$manifest" > "$(DEPLOY_OUT)/$${manifest#deploy/}" || exit 1; done
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -254,9 +254,10 @@ def test_deploy_manifests_renders_deploy_with_the_chosen_registry_and_version(tm
     make_variables(
         "deploy-manifests", REGISTRY="registry.example.com/team", VERSION="9.8.7", DEPLOY_OUT=str(tmp_path)
     )
-    rendered = sorted(p.name for p in tmp_path.glob("*.yaml"))
-    assert rendered == sorted(p.name for p in (REPO_ROOT / "deploy").glob("*.yaml"))
-    docs = [d for p in sorted(tmp_path.glob("*.yaml")) for d in yaml.safe_load_all(p.read_text()) if d]
+    rendered = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.yaml"))
+    deploy = REPO_ROOT / "deploy"
+    assert rendered == sorted(str(p.relative_to(deploy)) for p in deploy.rglob("*.yaml"))
+    docs = [d for p in sorted(tmp_path.rglob("*.yaml")) for d in yaml.safe_load_all(p.read_text()) if d]
     [container] = find(docs, "Deployment", "torch-isvc-operator")["spec"]["template"]["spec"]["containers"]
     assert container["image"] == names[3]
     config = {k: json.loads(v) for k, v in find(docs, "ConfigMap", "inferenceservice-config")["data"].items()}
@@ -264,7 +265,10 @@ def test_deploy_manifests_renders_deploy_with_the_chosen_registry_and_version(tm
     assert f"{pytorch['image']}:{pytorch['defaultImageVersion']}" == names[0]
     assert f"{pytorch['image']}:{pytorch['defaultGpuImageVersion']}" == names[1]
     assert config["storageInitializer"]["image"] == names[2]
-    assert "torch-isvc/" not in "\n".join(p.read_text() for p in tmp_path.glob("*.yaml"))
+    # KServe's runtime: its image (KServe adds the "-gpu" tag suffix itself, names[1], for a GPU isvc)
+    [runtime] = find(docs, "ClusterServingRuntime", "torch-isvc")["spec"]["containers"]
+    assert runtime["image"] == names[0]
+    assert "torch-isvc/" not in "\n".join(p.read_text() for p in tmp_path.rglob("*.yaml"))
 
 
 def test_hadolint_passes() -> None:
