@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -19,6 +19,9 @@ from .context import Context
 from .handler_metrics import HandlerMetrics
 from .handlers import BUILTIN_HANDLERS
 from .inference import TensorMetadata, tensor_metadata
+
+if TYPE_CHECKING:
+    from .handlers.merging import MergePlan
 
 log = logging.getLogger("isvc_runtime.loader")
 
@@ -37,6 +40,8 @@ class LoadedModel:
     model_yaml_config: dict[str, Any]
     inputs: list[TensorMetadata] | None = None  # None: unknown
     outputs: list[TensorMetadata] | None = None
+    # Whether (and how) requests may share a handler call under batchSize 1 (handlers/merging.py).
+    merge_plan: MergePlan | None = None
 
 
 def declared_tensors(
@@ -179,6 +184,8 @@ def load(
     )
     context.request_processor = []
     initialize(context)
+    from .handlers.merging import merge_plan  # imports torch: here, on the loader thread
+
     return LoadedModel(
         name=model_info.get("modelName") or served_name,
         version=str(model_info.get("modelVersion") or "1.0"),
@@ -190,4 +197,5 @@ def load(
         model_yaml_config=model_yaml_config,
         inputs=declared_tensors(handler, model_yaml_config, "inputs"),
         outputs=declared_tensors(handler, model_yaml_config, "outputs"),
+        merge_plan=merge_plan(handler),
     )

@@ -22,6 +22,11 @@ from .observe import get_observer
 
 log = logging.getLogger("isvc_runtime.runner")
 
+# Most rows of a merged call (a batchSize 1 model whose handler allows merging, handlers/merging.py):
+# requests are merged only while they wait anyway (no delay), so under load a call takes what queued
+# while the previous one ran, up to this.
+MERGED_MAX_ROWS = 32
+
 T = TypeVar("T")
 
 LOADING, READY, FAILED = "loading", "ready", "failed"
@@ -39,6 +44,16 @@ def _input_error_types() -> tuple[type[BaseException], ...]:
 
 
 _INPUT_ERRORS = _input_error_types()
+
+
+def _explains(pending: Pending) -> bool:
+    """A request asking for an explanation through its headers, as the built-in ``handle`` reads them."""
+    return pending.headers.get("explain") == "True"
+
+
+def _succeeded(pending: Pending) -> bool:
+    future = pending.future
+    return future.done() and not future.cancelled() and future.exception() is None
 
 
 class ModelRunner:
@@ -72,8 +87,20 @@ class ModelRunner:
     def set_loaded(self, model: LoadedModel) -> None:
         self.model = model
         self.version = model.version
+        if self.settings.batch_size == 1 and model.merge_plan is not None:
+            # Requests queued while a call runs go together into the next one; never waited for.
+            self.batcher.max_delay = 0.0
+            self.batcher.max_rows = MERGED_MAX_ROWS
         self.state = READY
         self.error = None
+
+    @property
+    def merging(self) -> bool:
+        """Whether requests are merged into one handler call although ``batchSize`` is 1."""
+        return self.settings.batch_size == 1 and self.batcher.max_rows > 1
+
+    def stop_merging(self) -> None:
+        self.batcher.max_rows = 1
 
     def set_failed(self, message: str) -> None:
         self.state = FAILED
@@ -112,12 +139,23 @@ class ModelRunner:
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
 
     def run_handler(
-        self, rows: list[Any], headers: Sequence[Mapping[str, str]], request_ids: Sequence[str]
+        self,
+        rows: list[Any],
+        headers: Sequence[Mapping[str, str]],
+        request_ids: Sequence[str],
+        sizes: Sequence[int] = (),
     ) -> tuple[list[Any], list[tuple[int, str | None]]]:
-        """Call the handler on one batch (on a worker thread); answers and per-row (status, phrase)."""
+        """Call the handler on one batch (on a worker thread); answers and per-row (status, phrase).
+        ``sizes``: the rows of each request, when requests of a ``batchSize`` 1 model are merged."""
         assert self.model is not None
-        context = self.model.context.for_batch(headers, request_ids)
-        answers = self.model.entry_point(rows, context)
+        if len(sizes) > 1 and self.model.merge_plan is not None:
+            from .handlers.merging import request_contexts, run_merged
+
+            context, contexts = request_contexts(self.model.context, headers, request_ids, sizes)
+            answers = run_merged(self.model.handler, self.model.merge_plan, context, contexts, rows, sizes)
+        else:
+            context = self.model.context.for_batch(headers, request_ids)
+            answers = self.model.entry_point(rows, context)
         if answers is None or isinstance(answers, str | bytes | dict) or not hasattr(answers, "__len__"):
             raise ApiError(f"the handler of model {self.name} returned {type(answers).__name__}, not a list")
         answers = list(answers)
@@ -144,11 +182,17 @@ class ModelRunner:
             rows.extend(pending.rows)
             headers.extend([pending.headers] * len(pending.rows))
             request_ids.extend([pending.request_id] * len(pending.rows))
+        merged = self.merging and len(batch) > 1
+        if merged and any(_explains(p) for p in batch):
+            for pending in batch:  # handle() reads the first request's headers: one request per call
+                await self._run_batch([pending])
+            return
+        sizes = [len(p.rows) for p in batch] if merged else ()
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
             answers, statuses = await loop.run_in_executor(
-                self._executor, self.run_handler, rows, headers, request_ids
+                self._executor, self.run_handler, rows, headers, request_ids, sizes
             )
         except Exception as exc:  # the handler's failure, whatever it is, must not stop the batcher
             self._observe(batch, len(rows), loop.time() - started, ok=False)
@@ -156,6 +200,14 @@ class ModelRunner:
                 # Isolate the culprit: each request of the failed batch runs again on its own.
                 for pending in batch:
                     await self._run_batch([pending])
+                if merged and all(_succeeded(p) for p in batch):
+                    log.warning(
+                        "model %s: a merged call failed (%s) where each request alone succeeds; "
+                        "requests run one at a time from now on, as batchSize 1 says",
+                        self.name,
+                        exc,
+                    )
+                    self.stop_merging()
                 return
             if not batch[0].future.done():
                 batch[0].future.set_exception(self._error(exc))

@@ -12,6 +12,7 @@ import json
 import shutil
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from types import ModuleType
 
 import numpy as np
@@ -54,17 +55,30 @@ def digits(mnist_data: ModuleType) -> tuple[np.ndarray, list[int]]:
     return images[picked], expected
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RuntimeProcess]:
-    """The example's own mnist.mar plus a probe archive (same model, reports batch sizes), batched."""
+def _archives(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example's own mnist.mar plus a probe archive (same model, reports batch sizes)."""
     root = build_mnist_store(tmp_path_factory.mktemp("mnist-store"))
     store = tmp_path_factory.mktemp("archives")
     shutil.copy(root / "model-store" / "mnist.mar", store / "mnist.mar")
     probe, extra = ASSETS / "mnist_batch_probe.py", [MNIST / "mnist_handler.py"]
     build_archive(store, "mnistprobe", handler=probe, extra_files=extra, **MNIST_NET_FILES)
+    return store
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RuntimeProcess]:
+    """The two archives, batched by flags."""
+    store = _archives(tmp_path_factory)
     yield from serving(RuntimeProcess(
         store, store / "runtime.log", "--batch-size", str(MAX_BATCH), "--max-batch-delay", "20"
     ))
+
+
+@pytest.fixture(scope="module")
+def default_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RuntimeProcess]:
+    """The same two archives with batchSize 1 (no config, no flags)."""
+    store = _archives(tmp_path_factory)
+    yield from serving(RuntimeProcess(store, store / "runtime.log", "--metrics-port", "0"))
 
 
 def _ask(server: RuntimeProcess, model: str, protocol: int, png: bytes) -> tuple[int, object]:
@@ -117,3 +131,28 @@ def test_the_same_digits_are_really_batched_and_still_answered_one_by_one(
     rows = [report["batch_rows"] for report in reports]
     assert max(rows) <= MAX_BATCH
     assert max(rows) > 1, "no two concurrent requests shared a handler call"
+
+
+def test_batch_size_one_merges_concurrent_requests_yet_postprocess_sees_one_request_at_a_time(
+    default_server: RuntimeProcess, mnist_data: ModuleType, digits: tuple[np.ndarray, list[int]]
+) -> None:
+    """The seed's batchSize 1 and a handler adding only postprocess (the example's, the probe's): the
+    built-in steps take the requests waiting together, the handler's own postprocess one request."""
+    images, expected = digits
+    pngs = [mnist_data.png_bytes(image) for image in images]
+    for model in ("mnist", "mnistprobe"):
+        answers = _ask_all_at_once(default_server, model, pngs)
+        assert [status for status, _ in answers] == [200] * len(pngs), [a for a in answers if a[0] != 200][:3]
+        reports = [json.loads(a) if isinstance(a, str) else a for _, a in answers]
+        if model == "mnist":
+            assert [int(report) for report in reports] == expected  # type: ignore[call-overload]
+        else:
+            assert [report["digit"] for report in reports] == expected
+            assert {report["batch_rows"] for report in reports} == {1}
+    metrics = default_server.client.get("/metrics").text
+    calls = {
+        line.split('le="', 1)[1].split('"', 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("isvc_batch_size_bucket{") and 'model="mnistprobe"' in line
+    }
+    assert calls["1.0"] < calls["+Inf"], "no two concurrent requests shared a handler call"
