@@ -19,10 +19,11 @@ Two families of series:
   :mod:`isvc_runtime.handler_metrics`), as TorchServe's prometheus mode exports it: the metric's own
   name, its dimensions (``ModelName``, ``Level`` and the handler's) plus ``Hostname`` as labels.
 
-The runtime is one process (handlers run on threads). Should it ever run several, set
-``PROMETHEUS_MULTIPROC_DIR`` to an empty directory before start: prometheus_client then keeps the
+A server of several processes (``--processes``, :mod:`isvc_runtime.processes`) sets
+``PROMETHEUS_MULTIPROC_DIR`` to an empty directory before they start: prometheus_client then keeps the
 values in shared files, the endpoint merges every process's values (MultiProcessCollector) and the
-TorchServe series are derived from the merged values, so nothing here changes.
+TorchServe series are derived from the merged values, so nothing here changes. What handlers record
+through ``context.metrics`` stays in the process that recorded it.
 
 Hot path: one dict lookup for the label children of a (endpoint, model, status) triple, then a
 counter increment and a histogram observation; model names from request paths are mapped to the

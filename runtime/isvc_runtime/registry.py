@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,8 @@ class ModelRegistry:
         self.runners: list[ModelRunner] = []
         self._by_name: dict[str, ModelRunner] = {}
         self.aliases: dict[str, str] = {}  # alias → primary name
+        # The server's other processes (--processes): the names of those still loading.
+        self.peers_loading: Callable[[], list[str]] = list
 
     def add(self, runner: ModelRunner) -> None:
         if runner.name in self._by_name:
@@ -60,10 +63,12 @@ class ModelRegistry:
 
     @property
     def ready(self) -> bool:
-        return bool(self.runners) and all(r.ready for r in self.runners)
+        """Every model loaded, here and in the server's other processes."""
+        return bool(self.runners) and all(r.ready for r in self.runners) and not self.peers_loading()
 
     def not_ready_reasons(self) -> list[str]:
-        return [f"{r.name}: {r.error or 'still loading'}" for r in self.runners if not r.ready]
+        own = [f"{r.name}: {r.error or 'still loading'}" for r in self.runners if not r.ready]
+        return own + [f"{peer}: still loading" for peer in self.peers_loading()]
 
     async def stop(self) -> None:
         for runner in self.runners:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import gc
 import logging
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -29,6 +31,14 @@ from .memory import tune_allocator
 from .model_store import discover
 from .payload_logger import PayloadLogger, add_logger_arguments, logger_settings
 from .payload_logger.metrics import LoggerCollector
+from .processes import (
+    MULTIPROC_DIR_ENV,
+    listening_socket,
+    peers_loading,
+    process_index,
+    ready_mark,
+    supervise,
+)
 from .protocol import DEFAULT as DEFAULT_PROTOCOL
 from .protocol import protocol_version
 from .registry import ModelRegistry, Prepared, load_prepared, prepare_models
@@ -89,6 +99,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="concurrent handler calls per model (default: minWorkers, else 1)",
     )
     parser.add_argument(
+        "--processes",
+        type=int,
+        default=os.environ.get("ISVC_PROCESSES", "1"),  # argparse applies ``type`` to a str default
+        help="server processes sharing the port, each with its own copy of the models (default: "
+        "$ISVC_PROCESSES, else 1)",
+    )
+    parser.add_argument(
         "--torch-threads",
         type=int,
         default=None,
@@ -110,7 +127,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     add_logger_arguments(parser)
     args = parser.parse_args(argv)
-    for flag in ("http_port", "grpc_port", "metrics_port", "batch_size", "workers", "torch_threads"):
+    for flag in (
+        "http_port",
+        "grpc_port",
+        "metrics_port",
+        "batch_size",
+        "workers",
+        "torch_threads",
+        "processes",
+    ):
         value = getattr(args, flag)
         if value is not None and value < (0 if flag.endswith("port") else 1):
             parser.error(f"--{flag.replace('_', '-')} must be positive")
@@ -121,11 +146,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def default_torch_threads(cpus: int, workers: int) -> int:
+def default_torch_threads(cpus: int, workers: int, processes: int = 1) -> int:
     """Intra-op threads per handler call. The event loop (HTTP, JSON) needs a core of its own under
-    load, and oversubscribing cores is what makes TorchServe's defaults collapse; so: the CPUs left
-    after one for the server, shared by the concurrent workers, at least 1."""
-    return max(1, (cpus - 1) // max(1, workers))
+    load, and oversubscribing cores is what makes TorchServe's defaults collapse; so: each server
+    process's share of the CPUs, less one for its event loop, shared by its concurrent workers, at least 1."""
+    return max(1, (cpus // max(1, processes) - 1) // max(1, workers))
 
 
 def configure_torch(threads: int) -> None:
@@ -165,23 +190,32 @@ class _Server:
 
         self.server = Server(config)  # type: ignore[arg-type]
 
-    def run(self) -> bool:
-        """Serve until stopped; False when the start-up failed (a port taken, the gRPC server's too)."""
-        self.server.run()
+    def run(self, sockets: list[socket.socket] | None = None) -> bool:
+        """Serve until stopped (on ``sockets`` when given, else on the configured host and port); False
+        when the start-up failed (a port taken, the gRPC server's too)."""
+        self.server.run(sockets=sockets)
         return self.server.started
 
 
 def start_loading(
-    prepared: list[Prepared], config: RuntimeConfig, torch_threads: int, *, enable_gc: bool = False
+    prepared: list[Prepared],
+    config: RuntimeConfig,
+    torch_threads: int,
+    *,
+    enable_gc: bool = False,
+    loaded_mark: Path | None = None,
 ) -> threading.Thread:
     """Load every model on a background thread, started before the server binds so that loading
     overlaps the server's own start-up; readiness stays honest (each model answers 503 until loaded).
-    ``enable_gc``: switch the collector back on afterwards (``python -m`` starts with it off)."""
+    ``enable_gc``: switch the collector back on afterwards (``python -m`` starts with it off);
+    ``loaded_mark``: a file to create once every model loaded (for the server's other processes)."""
 
     def load_all() -> None:
         try:
             configure_torch(torch_threads)
             load_prepared(prepared, limit_max_image_pixels=config.limit_max_image_pixels)
+            if loaded_mark is not None and all(item.runner.ready for item in prepared):
+                loaded_mark.touch()
             # torch and the models leave ~300k long-lived objects; a full collection over them takes
             # ~200 ms with the GIL held, a stall every few thousand requests. Freezing them keeps later
             # collections to what requests allocate. No collection first: the models are already
@@ -209,12 +243,15 @@ def serving_app(
     grpc: GrpcEndpoint | None = None,
     grace_s: float | None = None,
     protocol: str = DEFAULT_PROTOCOL,
+    *,
+    shared_port: bool = False,
 ) -> Starlette:
     """The inference port's application: every protocol's endpoints over one data plane, plus
     ``GET /metrics``; with ``payload_logger``, its inference requests and answers logged (gRPC's too); with
     ``grpc``, the gRPC server over the same data plane, started and stopped (``grace_s`` for in-flight
     calls) with the application's lifespan, in its event loop. ``protocol``: ``PROTOCOL_VERSION``
-    (:mod:`isvc_runtime.protocol`): what ``GET /`` answers; grpc-v2 makes the gRPC port required."""
+    (:mod:`isvc_runtime.protocol`): what ``GET /`` answers; grpc-v2 makes the gRPC port required.
+    ``shared_port``: other server processes bind the gRPC port too."""
     # The explanation endpoints import torch: here, once the loader thread is already importing it
     # (start_loading), not when this module is imported (before the allocator is tuned).
     from .explain.endpoints import ExplainEndpoints
@@ -233,8 +270,13 @@ def serving_app(
     from .grpc.service import GrpcServer
 
     grpc_server = GrpcServer(
-        dataplane, grpc.host, grpc.port, config.max_request_size,
-        required=port_required(grpc, protocol), payload_logger=payload_logger,
+        dataplane,
+        grpc.host,
+        grpc.port,
+        config.max_request_size,
+        required=port_required(grpc, protocol),
+        payload_logger=payload_logger,
+        reuse_port=shared_port,
     )
 
     async def stop() -> None:
@@ -248,11 +290,20 @@ def main(argv: Sequence[str] | None = None, *, gc_disabled: bool = False) -> int
     """``gc_disabled``: the caller switched the collector off for the imports; it comes back on once
     the models are loaded."""
     args = parse_args(argv)
+    index = process_index(os.environ)
     logging.basicConfig(
         level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format="%(asctime)s %(levelname)s %(name)s"
+        + ("[%(process)d]" if args.processes > 1 else "")
+        + ": %(message)s",
         stream=sys.stderr,
     )
+    if args.processes > 1 and index is None:
+        if gc_disabled:
+            gc.enable()
+        return supervise(
+            sys.argv[1:] if argv is None else argv, args.processes, work_dir_given=args.work_dir is not None
+        )
     tune_allocator()  # before torch allocates: batches reuse freed memory (see memory.py)
     work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="isvc-runtime-"))
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -278,7 +329,7 @@ def main(argv: Sequence[str] | None = None, *, gc_disabled: bool = False) -> int
             log.error("%s", exc)
             return 2
         workers = max(r.settings.workers for r in registry.runners)
-        threads = args.torch_threads or default_torch_threads(available_cpus(), workers)
+        threads = args.torch_threads or default_torch_threads(available_cpus(), workers, args.processes)
         port = (
             args.http_port
             if args.http_port is not None
@@ -308,12 +359,33 @@ def main(argv: Sequence[str] | None = None, *, gc_disabled: bool = False) -> int
         if payload_logger is not None:  # the URL's host only: a query may carry a token
             log.info("payload logger: mode %s, sink %s", logging_to.mode, urlsplit(logging_to.url).netloc)
             exporter.registry.register(LoggerCollector(payload_logger, *exporter.identity))
-        start_loading(prepared, config, threads, enable_gc=gc_disabled)
+        loaded_mark = None
+        if index is not None:  # one of several processes (processes.py)
+            shared = Path(os.environ[MULTIPROC_DIR_ENV])
+            loaded_mark = ready_mark(shared, index)
+            registry.peers_loading = functools.partial(peers_loading, shared, args.processes, index)
+        start_loading(prepared, config, threads, enable_gc=gc_disabled, loaded_mark=loaded_mark)
         import uvicorn
 
         grace_s = max(r.settings.response_timeout_s for r in registry.runners)
+        sockets = None
+        if index is not None:  # one of several processes: the port is shared (processes.py)
+            try:
+                sockets = [listening_socket(host, port)]
+            except OSError as exc:
+                log.error("cannot listen on %s:%d: %s", host, port, exc.strerror or exc)
+                return 1
         uvicorn_config = uvicorn.Config(
-            serving_app(registry, config, exporter, payload_logger, grpc, grace_s, protocol),
+            serving_app(
+                registry,
+                config,
+                exporter,
+                payload_logger,
+                grpc,
+                grace_s,
+                protocol,
+                shared_port=index is not None,
+            ),
             host=host,
             port=port,
             loop="uvloop",
@@ -324,7 +396,7 @@ def main(argv: Sequence[str] | None = None, *, gc_disabled: bool = False) -> int
             timeout_graceful_shutdown=grace_s,
             server_header=False,
         )
-        return 0 if _Server(uvicorn_config).run() else 1
+        return 0 if _Server(uvicorn_config).run(sockets) else 1
     finally:
         if args.work_dir is None:
             shutil.rmtree(work_dir, ignore_errors=True)

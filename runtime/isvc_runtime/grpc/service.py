@@ -193,16 +193,25 @@ class GrpcServer:
     """The ``grpc.aio`` server: started and stopped by the HTTP server's lifespan, in its loop."""
 
     def __init__(
-        self, dataplane: DataPlane, host: str, port: int, max_message_size: int, *, required: bool = True,
+        self,
+        dataplane: DataPlane,
+        host: str,
+        port: int,
+        max_message_size: int,
+        *,
+        required: bool = True,
         payload_logger: PayloadLogger | None = None,
+        reuse_port: bool = False,
     ) -> None:
         """``required``: a port that cannot be bound stops the start-up; else (the port is only the
         default, nobody asked for it) it is logged and the runtime serves HTTP alone, as a taken
         metrics port is (:func:`isvc_runtime.metrics.install`). ``payload_logger``: ModelInfer's requests
-        and answers are logged to it."""
+        and answers are logged to it. ``reuse_port``: the server's other processes bind the port too
+        (isvc_runtime.processes); else a port in use is an error."""
         self.dataplane = dataplane
         self.required = required
         self.payload_logger = payload_logger
+        self.reuse_port = reuse_port
         self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self.max_message_size = max_message_size
         self.server: aio.Server | None = None
@@ -214,7 +223,7 @@ class GrpcServer:
             options=[
                 ("grpc.max_receive_message_length", self.max_message_size),
                 ("grpc.max_send_message_length", -1),
-                ("grpc.so_reuseport", 0),
+                ("grpc.so_reuseport", int(self.reuse_port)),
             ]
         )
         server.add_generic_rpc_handlers(
