@@ -136,7 +136,7 @@ def test_the_same_digits_are_really_batched_and_still_answered_one_by_one(
 def test_batch_size_one_merges_concurrent_requests_yet_postprocess_sees_one_request_at_a_time(
     default_server: RuntimeProcess, mnist_data: ModuleType, digits: tuple[np.ndarray, list[int]]
 ) -> None:
-    """The seed's batchSize 1 and a handler adding only postprocess (the example's, the probe's): the
+    """batchSize 1 and a handler adding only postprocess (the example's, the probe's): the
     built-in steps take the requests waiting together, the handler's own postprocess one request."""
     images, expected = digits
     pngs = [mnist_data.png_bytes(image) for image in images]
