@@ -25,7 +25,6 @@ ratios as the LAST line (one JSON object).
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
@@ -34,14 +33,14 @@ from pathlib import Path
 
 import paired
 import serving_bench
-import serving_env
-import serving_procs
+import serving_load
 import serving_report
 
-BENCH_DIR = Path(__file__).resolve().parent
-RESULTS_MD = BENCH_DIR / "results.md"
-SECTION_BEGIN = "<!-- explain-bench:begin (written by bench/explain_bench.py; replaced on every run) -->"
-SECTION_END = "<!-- explain-bench:end -->"
+REPORT = paired.Report(
+    "Explanations, paired: our runtime vs TorchServe 0.12.0 (`bench/explain_bench.py`)",
+    "<!-- explain-bench:begin (written by bench/explain_bench.py; replaced on every run) -->",
+    "<!-- explain-bench:end -->",
+)
 GOAL = 0.5  # issue 6: explain p50 <= 0.5x TorchServe's
 log = serving_bench.log
 
@@ -121,7 +120,7 @@ def explain_threads_of_ours() -> int:
     return explain_threads(default_torch_threads(cpus, 1), cpus, 1, idle=True, pinned=False)
 
 
-def measure(args: argparse.Namespace, work: Path, wrk: str) -> dict[int, list[paired.Round]]:
+def measure(args: argparse.Namespace, work: Path, tools: serving_load.Tools) -> dict[int, list[paired.Round]]:
     ours_store, ts_store = serving_bench.build_stores(work)
     bodies = serving_bench.request_bodies(work)
     ok = serving_bench.explain_answer_ok
@@ -139,61 +138,37 @@ def measure(args: argparse.Namespace, work: Path, wrk: str) -> dict[int, list[pa
             ok,
         ),
     }
-    return paired.run(
-        sides,
-        wrk,
-        concurrencies=args.concurrency,
-        rounds=args.rounds,
-        seconds=args.seconds,
-        warmup=args.warmup,
-        warmup_connections=1,
-        log=log,
-    )
+    schedule = paired.Schedule.of(args)
+    return paired.run(sides, tools, schedule, concurrencies=args.concurrency, warmup_connections=1, log=log)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = paired.arguments(__doc__ or "", rounds=8, seconds=2.0, warmup=2.0)
+    parser = paired.arguments(__doc__ or "", rounds=8, seconds=2.0, warmup=2.0, quick=(1, 2.0, 1.0))
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
-    args = parser.parse_args(argv)
-    serving_procs.install_cleanup()
-    wrk = serving_env.ensure_wrk(log)
-    ts_info = serving_env.ensure_torchserve(log)
-    machine = serving_bench.machine_description()
+    args = paired.parse(parser, argv)
+    setup = paired.begin(log)
     threads = explain_threads_of_ours()
-    load_before = serving_bench.load_average()
     floor_ms = compute_floor(threads)
     log(f"compute floor: {floor_ms:.2f} ms on {threads} thread(s)")
     with tempfile.TemporaryDirectory(prefix="isvc-explain-bench-") as tmp:
-        measured = measure(args, Path(tmp), wrk)
-    load_after = serving_bench.load_average()
+        measured = measure(args, Path(tmp), setup.tools)
     summaries = {c: paired.summary(paired.metric(r, "p50_ms")) for c, r in measured.items()}
     rows = table_rows(summaries, floor_ms)
     print(serving_report.text_table(rows))
-    ratios = {f"explain_c{c}_p50_ratio": s["ratio"] for c, s in summaries.items()}
+    ratios: dict[str, float | None] = {f"explain_c{c}_p50_ratio": s["ratio"] for c, s in summaries.items()}
     ratios["floor_ms"] = round(floor_ms, 2)
-    if not args.no_results:
-        c1 = summaries.get(1, {}).get("ratio")
-        verdict = "not measured" if c1 is None else ("met" if c1 <= GOAL else "NOT met")
-        method = [
-            f"Both servers up side by side; {args.rounds} alternating rounds of {args.seconds:g} s"
-            f" per side at each concurrency (wrk, one thread, keep-alive), seed request, n_steps="
-            f"{serving_bench.EXPLAIN_STEPS} on both sides; {paired.errors(measured)} errors.",
-            f"Compute floor (the 15-step forward + backward alone, in-process, {threads} intra-op"
-            f" thread(s)): {floor_ms:.2f} ms. Overhead = p50 - floor.",
-        ]
-        text = paired.section(
-            "Explanations, paired: our runtime vs TorchServe 0.12.0 (`bench/explain_bench.py`)",
-            machine,
-            ts_info["torchserve"],
-            (load_before, load_after),
-            method,
-            serving_report.markdown_table(rows),
-            ratios,
-            [f"Issue 6's goal, c1 p50 <= {GOAL}x TorchServe's: {c1}: {verdict}."],
-        )
-        paired.write_section(RESULTS_MD, text, SECTION_BEGIN, SECTION_END)
-        log(f"wrote {RESULTS_MD}")
-    print(json.dumps(ratios))
+    c1 = summaries.get(1, {}).get("ratio")
+    verdict = "not measured" if c1 is None else ("met" if c1 <= GOAL else "NOT met")
+    method = [
+        f"Both servers up side by side; {args.rounds} alternating rounds of {args.seconds:g} s"
+        f" per side at each concurrency (wrk, one thread, keep-alive), seed request, n_steps="
+        f"{serving_bench.EXPLAIN_STEPS} on both sides; {paired.errors(measured)} errors.",
+        f"Compute floor (the 15-step forward + backward alone, in-process, {threads} intra-op"
+        f" thread(s)): {floor_ms:.2f} ms. Overhead = p50 - floor.",
+    ]
+    closing = [f"Issue 6's goal, c1 p50 <= {GOAL}x TorchServe's: {c1}: {verdict}."]
+    table = serving_report.markdown_table(rows)
+    paired.finish(setup, args, REPORT, method=method, table=table, ratios=ratios, closing=closing, log=log)
     return 0
 
 

@@ -21,8 +21,6 @@ from pathlib import Path
 
 import paired
 import serving_bench
-import serving_env
-import serving_procs
 import serving_report
 import throughput_bench
 
@@ -39,10 +37,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     baseline_src = (args.baseline / "runtime").resolve()
     if not (baseline_src / "isvc_runtime").is_dir():
         parser.error(f"{baseline_src} holds no isvc_runtime package")
-    serving_procs.install_cleanup()
-    wrk = serving_env.ensure_wrk(log)
+    setup = paired.begin(log, torchserve=False)
     flags = () if args.default_flags else serving_bench.OURS_TUNED_ARGS
-    load_before = serving_bench.load_average()
     with tempfile.TemporaryDirectory(prefix="isvc-http-layer-bench-") as tmp:
         work = Path(tmp)
         store, _ = serving_bench.build_stores(work, torchserve=False)
@@ -56,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "ours": paired.Side(this, path, body, ok),
             "torchserve": paired.Side(baseline, path, body, ok),
         }
-        measured = throughput_bench.run_rounds(sides, wrk, args)
+        measured = throughput_bench.run_rounds(sides, setup.tools, args)
     summary = throughput_bench.summaries(measured)
     rows = throughput_bench.table_rows(summary, args.concurrency)
     rows[0] = [
@@ -67,7 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ratio range",
     ]
     print(serving_report.text_table(rows))
-    log(f"load average before {load_before}, after {serving_bench.load_average()}; flags: {' '.join(flags)}")
+    loads = f"load average before {setup.load_before}, after {serving_bench.load_average()}"
+    log(f"{loads}; flags: {' '.join(flags)}")
     print(json.dumps({"throughput": summary["rps"]["ratio"], "p99": summary["p99_ms"]["ratio"]}))
     return 0
 

@@ -30,14 +30,9 @@ from typing import Any
 import paired
 import peers
 import serving_bench
-import serving_env
-import serving_procs
 import throughput_bench
 
-BENCH_DIR = Path(__file__).resolve().parent
-RESULTS_MD = BENCH_DIR / "results.md"
-SECTION_BEGIN = "<!-- kserve-bench:begin (written by bench/kserve_bench.py; replaced every run) -->"
-SECTION_END = "<!-- kserve-bench:end -->"
+REPORT = paired.Report.of(__file__, "MNIST v1, paired: ours vs KServe 0.21's Python server")
 OURS_PATH = KSERVE_PATH = "/v1/models/mnist:predict"
 log = serving_bench.log
 
@@ -117,7 +112,9 @@ def key_ratios(
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = paired.arguments(__doc__ or "", rounds=4, seconds=5.0, warmup=3.0)
+    parser = paired.arguments(
+        __doc__ or "", rounds=4, seconds=5.0, warmup=3.0, quick=(1, 2.0, 1.0), start_timeout=120.0
+    )
     parser.add_argument(
         "--kserve-workers", type=int, nargs="+", default=[1, 2], help="KServe --workers tried"
     )
@@ -128,73 +125,32 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="OMP_NUM_THREADS values tried for KServe ('default': not set)",
     )
     parser.add_argument("--no-torchserve", action="store_true", help="leave TorchServe out (no Java needed)")
-    parser.add_argument(
-        "--start-timeout",
-        type=float,
-        default=180.0,
-        help="seconds from launch to a setup's first answer (all start at once); a candidate left out after",
-    )
-    parser.add_argument("--quick", action="store_true", help="smoke run: 1 round of 1 s, 1 s warm-up")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.rounds, args.seconds, args.warmup = 1, 1.0, 1.0
-    return args
+    return paired.parse(parser, argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    serving_procs.install_cleanup()
-    wrk = serving_env.ensure_wrk(log)
-    kserve_info = serving_env.ensure_kserve(log)
-    ts_version = "not run"
-    if not args.no_torchserve:
-        ts_version = serving_env.ensure_torchserve(log)["torchserve"]
-    machine = serving_bench.machine_description()
-    load_before = serving_bench.load_average()
+    setup = paired.begin(log, torchserve=not args.no_torchserve, kserve=True)
     candidates = kserve_candidates(args)
     memory: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="isvc-kserve-bench-") as tmp:
         sides, labels = build_sides(args, Path(tmp), candidates)
-        measured = paired.run(
-            sides,
-            wrk,
-            concurrencies=[1, 32],
-            rounds=args.rounds,
-            seconds=args.seconds,
-            warmup=args.warmup,
-            warmup_connections=8,
-            log=log,
-            memory=memory,
-            start_timeout=args.start_timeout,
-            optional=[name for name in candidates if name != "kserve_default"],
-        )
-    load_after = serving_bench.load_average()
+        optional = [name for name in candidates if name != "kserve_default"]
+        measured = peers.measure(setup, args, sides, [1, 32], memory=memory, optional=optional)
     best = peers.best(measured, list(candidates), 32)
     ratios = key_ratios(measured, memory, best)
     method = [
-        f"KServe {kserve_info['kserve']} (`kserve.Model` in bench/kserve_anchor/server.py, from"
-        " bench/.venv-kserve). All setups up side by side;"
+        "`kserve.Model` in bench/kserve_anchor/server.py, from bench/.venv-kserve. All setups up side by"
+        " side;"
         f" {args.rounds} rotating rounds of {args.seconds:g} s per setup and concurrency (wrk, one"
         " thread, keep-alive, the seed request). Cells: medians of the rounds, req/s / p50 ms / p99 ms."
         f" KServe's best is searched over `--workers` {args.kserve_workers} x `OMP_NUM_THREADS`"
         f" {args.kserve_threads}: **{labels.get(best or '', 'none error-free')}**."
         " Memory: PSS of all a setup's processes (/proc/PID/smaps_rollup) after warm-up (idle) and the"
-        " peak sampled every 0.5 s under each load."
-        f" Left out (no answer within {args.start_timeout:g} s of launch):"
-        f" {peers.left_out(measured, list(labels)) or 'none'}.",
+        " peak sampled every 0.5 s under each load.",
+        peers.left_out_text(measured, list(labels), args.start_timeout),
     ]
-    peers.report(
-        title="MNIST v1, paired: ours vs KServe 0.21's Python server (`bench/kserve_bench.py`)",
-        machine=machine,
-        ts_version=ts_version,
-        loads=(load_before, load_after),
-        method=method,
-        measured=measured,
-        memory=memory,
-        labels=labels,
-        ratios=ratios,
-        section=None if args.no_results else (RESULTS_MD, SECTION_BEGIN, SECTION_END),
-    )
+    peers.report(setup, args, REPORT, method, measured, memory, labels, ratios)
     return 0
 
 

@@ -8,13 +8,14 @@ out for bench/results.md.
 
 from __future__ import annotations
 
-import json
+import argparse
 import statistics
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import paired
+import serving_bench
 import serving_env
 import serving_procs
 import serving_report
@@ -23,6 +24,7 @@ from e2e.processes import free_port
 
 BENCH_DIR = Path(__file__).resolve().parent
 KSERVE_SERVER = BENCH_DIR / "kserve_anchor" / "server.py"
+log = serving_bench.log
 
 
 def kserve_server(
@@ -37,29 +39,19 @@ def kserve_server(
     """``kserve.ModelServer`` around ``workload`` (bench/kserve_anchor/server.py) on free loopback ports,
     with KServe's own flags: ``--workers`` uvicorn processes; ``OMP_NUM_THREADS`` when given (else torch's
     default, one intra-op thread per core)."""
-    run_dir = work / name
-    run_dir.mkdir(parents=True)
     http_port, grpc_port = free_port(), free_port()
-    return serving_procs.Server(
-        name=name,
-        command=[
-            str(serving_env.kserve_python()),
-            str(KSERVE_SERVER),
-            "--workload",
-            workload,
-            "--http_port",
-            str(http_port),
-            "--grpc_port",
-            str(grpc_port),
-            "--workers",
-            str(workers),
-            *args,
-        ],
-        port=http_port,
-        log_path=run_dir / "server.log",
-        env={} if omp_threads is None else {"OMP_NUM_THREADS": str(omp_threads)},
-        cwd=run_dir,
-    )
+    command = [str(serving_env.kserve_python()), str(KSERVE_SERVER), "--workload", workload]
+    command += [
+        "--http_port",
+        str(http_port),
+        "--grpc_port",
+        str(grpc_port),
+        "--workers",
+        str(workers),
+        *args,
+    ]
+    env = {} if omp_threads is None else {"OMP_NUM_THREADS": str(omp_threads)}
+    return serving_procs.server_in(work, name, command, http_port, env=env, grpc_port=grpc_port)
 
 
 def kserve_setting(workers: int, omp_threads: int | None) -> str:
@@ -93,6 +85,7 @@ def ratio(rounds: Sequence[paired.Round], name: str, side: str, reference: str) 
         [
             {"ours": float(getattr(pair[side], name)), "torchserve": float(getattr(pair[reference], name))}
             for pair in rounds
+            if side in pair and reference in pair
         ]
     )
 
@@ -108,10 +101,12 @@ def best(
     return max(scored)[1] if scored else None
 
 
-def load_rows(measured: Mapping[int, Sequence[paired.Round]], labels: Mapping[str, str]) -> list[list[str]]:
+def load_rows(
+    measured: Mapping[int, Sequence[paired.Round]], labels: Mapping[str, str], point: str = "v1"
+) -> list[list[str]]:
     """Header plus one row per setup: median req/s / p50 ms / p99 ms per concurrency, and its errors."""
     concurrencies = sorted(measured)
-    rows = [["setup", *(f"v1 c{c}" for c in concurrencies), "errors"]]
+    rows = [["setup", *(f"{point} c{c}" for c in concurrencies), "errors"]]
     for side, label in labels.items():
         cells = []
         for c in concurrencies:
@@ -122,12 +117,13 @@ def load_rows(measured: Mapping[int, Sequence[paired.Round]], labels: Mapping[st
 
 
 def memory_rows(memory: Mapping[str, Mapping[str, float]], labels: Mapping[str, str]) -> list[list[str]]:
-    """Header plus one row per setup: PSS MiB at idle and the peak under each concurrency, processes."""
+    """Header plus one row per setup: its processes, PSS MiB at idle and the peak under each concurrency."""
     keys = sorted({key for entry in memory.values() for key in entry if key != "processes"}, key=_key_order)
-    rows = [["setup", *(f"PSS MiB {key}" for key in keys)]]
+    rows = [["setup", "processes", *(f"PSS MiB {key}" for key in keys)]]
     for side, label in labels.items():
         entry = memory.get(side, {})
-        rows.append([label, *(f"{entry[key]:.0f}" if key in entry else "n/a" for key in keys)])
+        processes = f"{entry['processes']:.0f}" if "processes" in entry else "n/a"
+        rows.append([label, processes, *(f"{entry[key]:.0f}" if key in entry else "n/a" for key in keys)])
     return rows
 
 
@@ -142,29 +138,55 @@ def memory_ratio(
     return round(ours / theirs, 3) if ours and theirs else None
 
 
+def measure(
+    setup: paired.Setup,
+    args: argparse.Namespace,
+    sides: Mapping[str, paired.Side],
+    concurrencies: Sequence[int],
+    **options: Any,
+) -> dict[int, list[paired.Round]]:
+    """:func:`paired.run` as the peers benches run it: ``args``' schedule and ``--start-timeout``, warm-ups
+    at c8; ``options``: its others (``memory``, ``optional``, ``on_ready``)."""
+    schedule = paired.Schedule.of(args)
+    timeout = args.start_timeout
+    return paired.run(
+        sides,
+        setup.tools,
+        schedule,
+        concurrencies=concurrencies,
+        warmup_connections=8,
+        log=log,
+        start_timeout=timeout,
+        **options,
+    )
+
+
+def left_out_text(
+    measured: Mapping[int, Sequence[paired.Round]], sides: Sequence[str], timeout: float
+) -> str:
+    return (
+        f"Left out (no right answer within {timeout:g} s of launch): {left_out(measured, sides) or 'none'}."
+    )
+
+
 def report(
-    *,
-    title: str,
-    machine: Mapping[str, str],
-    ts_version: str,
-    loads: tuple[str, str],
+    setup: paired.Setup,
+    args: argparse.Namespace,
+    where: paired.Report,
     method: Sequence[str],
     measured: Mapping[int, Sequence[paired.Round]],
     memory: Mapping[str, Mapping[str, float]],
     labels: Mapping[str, str],
     ratios: Mapping[str, object],
-    section: tuple[Path, str, str] | None,
+    point: str = "v1",
 ) -> None:
-    """Print the load and memory tables, write the results.md ``section`` (path, begin and end markers)
-    unless None, and print the ratios as the LAST line (one JSON object)."""
-    rows = load_rows(measured, labels)
-    memory_table = memory_rows(memory, labels)
-    print(serving_report.text_table(rows))
-    print(serving_report.text_table(memory_table))
-    if section is not None:
-        tables = serving_report.markdown_table(rows) + "\n\n" + serving_report.markdown_table(memory_table)
-        text = paired.section(title, machine, ts_version, loads, method, tables, ratios, [])
-        path, begin, end = section
-        paired.write_section(path, text, begin, end)
-        print(f"wrote {section[0]}", file=sys.stderr)
-    print(json.dumps(ratios), flush=True)
+    """Print the load table (cells headed ``{point} cN``), the memory table (when measured) and the
+    verdicts against ``where.targets``; write the results.md section (unless ``--no-results``) and print
+    the ratios as the LAST line (one JSON object)."""
+    tables = [load_rows(measured, labels, point)] + ([memory_rows(memory, labels)] if memory else [])
+    closing = [f"- {line}" for line in paired.verdicts(ratios, where.targets)]
+    for rows in tables:
+        print(serving_report.text_table(rows))
+    print("\n".join(closing))
+    markdown = "\n\n".join(serving_report.markdown_table(rows) for rows in tables)
+    paired.finish(setup, args, where, method=method, table=markdown, ratios=ratios, closing=closing, log=log)

@@ -27,10 +27,9 @@ bench/results.md (unless --no-results); the LAST line is one JSON object. Exits 
 from __future__ import annotations
 
 import argparse
-import json
+import functools
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -41,13 +40,11 @@ import paired
 import peers
 import resnet_workload
 import serving_bench
-import serving_env
+import serving_ceiling
 import serving_procs
 
 BENCH_DIR = Path(__file__).resolve().parent
-RESULTS_MD = BENCH_DIR / "results.md"
-SECTION_BEGIN = "<!-- resnet-bench:begin (written by bench/resnet_bench.py; replaced every run) -->"
-SECTION_END = "<!-- resnet-bench:end -->"
+REPORT = paired.Report.of(__file__, "ResNet-18, paired: ours vs TorchServe and KServe")
 CPUS = len(os.sched_getaffinity(0))
 # Batching across requests and intra-op threads on every core; the batch stays small, since one ResNet-18
 # image already takes ~25 ms of a core and a larger batch only adds waiting.
@@ -61,29 +58,17 @@ log = serving_bench.log
 def ceiling(args: argparse.Namespace, jpeg: Path) -> dict[str, float]:
     """Images/s in-process on all cores at each batch size (``batch1`` ...), and ``best``."""
     out: dict[str, float] = {}
+    workload = (
+        "--workload",
+        "resnet18",
+        "--weights",
+        str(resnet_workload.weights_path()),
+        "--jpeg",
+        str(jpeg),
+    )
     for batch in args.ceiling_batches:
-        done = subprocess.run(
-            [
-                sys.executable,
-                str(BENCH_DIR / "serving_ceiling.py"),
-                "--workload",
-                "resnet18",
-                "--weights",
-                str(resnet_workload.weights_path()),
-                "--jpeg",
-                str(jpeg),
-                "--threads",
-                str(CPUS),
-                "--batch",
-                str(batch),
-                "--seconds",
-                str(args.ceiling_seconds),
-            ],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        out[f"batch{batch}"] = round(json.loads(done.stdout)["images_per_s"], 2)
+        rate = serving_ceiling.in_subprocess(CPUS, batch, args.ceiling_seconds, *workload)
+        out[f"batch{batch}"] = round(rate, 2)
         log(f"ceiling batch {batch}, {CPUS} threads: {out[f'batch{batch}']:.1f} images/s")
     out["best"] = max(out.values())
     return out
@@ -199,23 +184,16 @@ def key_ratios(
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = paired.arguments(__doc__ or "", rounds=3, seconds=5.0, warmup=3.0)
+    # --quick: 1 round of 3 s (on a loaded machine one ResNet-18 answer can take a second, and the load
+    # generator counts finished ones), c1 and c32, a short ceiling
+    parser = paired.arguments(
+        __doc__ or "", rounds=3, seconds=5.0, warmup=3.0, quick=(1, 3.0, 1.0), start_timeout=180.0
+    )
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--ceiling-batches", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     parser.add_argument("--ceiling-seconds", type=float, default=5.0)
-    parser.add_argument(
-        "--start-timeout",
-        type=float,
-        default=600.0,
-        help="seconds from launch to a setup's first answer (all start at once); a candidate left out after",
-    )
-    parser.add_argument(
-        "--quick", action="store_true", help="smoke run: 1 round of 3 s, c1 and c32, short ceiling"
-    )
-    args = parser.parse_args(argv)
+    args = paired.parse(parser, argv)
     if args.quick:
-        # 3 s rounds: on a loaded machine one ResNet-18 answer can take a second, and wrk counts finished ones
-        args.rounds, args.seconds, args.warmup = 1, 3.0, 1.0
         args.concurrency, args.ceiling_batches, args.ceiling_seconds = [1, 32], [1, 8], 1.0
     if 32 not in args.concurrency:
         args.concurrency.append(32)
@@ -224,12 +202,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    serving_procs.install_cleanup()
-    wrk = serving_env.ensure_wrk(log)
-    kserve_info = serving_env.ensure_kserve(log)
-    ts_info = serving_env.ensure_torchserve(log)
-    machine = serving_bench.machine_description()
-    load_before = serving_bench.load_average()
+    setup = paired.begin(log, torchserve=True, kserve=True)
     jpegs = resnet_workload.jpeg_paths()
     ceilings = ceiling(args, jpegs[0])
     memory: dict[str, dict[str, float]] = {}
@@ -239,27 +212,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         body = work / "body-v1.json"
         body.write_bytes(resnet_workload.v1_body(jpegs[0]))
         sides, labels = build_sides(work, body)
-        measured = paired.run(
-            sides,
-            wrk,
-            concurrencies=args.concurrency,
-            rounds=args.rounds,
-            seconds=args.seconds,
-            warmup=args.warmup,
-            warmup_connections=8,
-            log=log,
-            memory=memory,
-            on_ready=lambda: compare(sides, jpegs, differences),
-            start_timeout=args.start_timeout,
-            optional=("ts_w1", "ts_w2_omp1", "kserve_w2_omp1"),
+        optional = ("ts_w1", "ts_w2_omp1", "kserve_w2_omp1")
+        ready = functools.partial(compare, sides, jpegs, differences)
+        measured = peers.measure(
+            setup, args, sides, args.concurrency, memory=memory, optional=optional, on_ready=ready
         )
-    load_after = serving_bench.load_average()
     best = peers.best(measured, PEERS, 32)
     ratios = key_ratios(measured, memory, ceilings, best, differences)
     print(f"ceiling (decode + resize + forward, {CPUS} threads): {ceilings}", file=sys.stderr)
     ceiling_text = ", ".join(f"{k} {v:.1f}" for k, v in ceilings.items())
     method = [
-        f"KServe {kserve_info['kserve']}. ResNet-18 (torchvision, weights seeded with"
+        f"ResNet-18 (torchvision, weights seeded with"
         f" {resnet_workload.SEED}), one archive with TorchServe's stock `image_classifier` for TorchServe"
         f" and ours; all setups up side by side, {args.rounds} rotating rounds of"
         f" {args.seconds:g} s per setup and concurrency (wrk, one thread, keep-alive, one 224x224"
@@ -269,22 +232,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         f" Answers vs TorchServe on {len(jpegs)} images: ours"
         f" {'equal' if not differences.get('ours') else differences['ours'][:5]}, KServe"
         f" {'equal' if not differences.get('kserve') else differences['kserve'][:5]}."
-        " Memory: PSS of all a setup's processes after warm-up (idle) and the peak under each load."
-        f" Left out (no answer within {args.start_timeout:g} s of launch):"
-        f" {peers.left_out(measured, list(labels)) or 'none'}.",
+        " Memory: PSS of all a setup's processes after warm-up (idle) and the peak under each load.",
+        peers.left_out_text(measured, list(labels), args.start_timeout),
     ]
-    peers.report(
-        title="ResNet-18, paired: ours vs TorchServe and KServe (`bench/resnet_bench.py`)",
-        machine=machine,
-        ts_version=ts_info["torchserve"],
-        loads=(load_before, load_after),
-        method=method,
-        measured=measured,
-        memory=memory,
-        labels=labels,
-        ratios=ratios,
-        section=None if args.no_results else (RESULTS_MD, SECTION_BEGIN, SECTION_END),
-    )
+    peers.report(setup, args, REPORT, method, measured, memory, labels, ratios)
     return 0 if ratios["resnet_answers_equal_torchserve"] else 1
 
 

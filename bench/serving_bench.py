@@ -35,6 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import serving_ceiling
 import serving_env
 import serving_load
 import serving_procs
@@ -207,7 +208,7 @@ def torchserve_server(
     name: str, work: Path, ts_store: Path, *, env: dict[str, str], **config: Any
 ) -> serving_procs.Server:
     run_dir = work / name
-    (run_dir / "tmp").mkdir(parents=True)
+    (run_dir / "tmp").mkdir(parents=True)  # the server's directory, made before serving_procs.server_in
     text, port = ts_config(ts_store, **config)
     config_path = run_dir / "config.properties"
     config_path.write_text(text)
@@ -219,38 +220,22 @@ def torchserve_server(
         "METRICS_LOCATION": str(run_dir / "logs"),
         **env,
     }
-    return serving_procs.Server(
-        name=name,
-        command=[
-            torchserve,
-            "--start",
-            "--foreground",
-            "--ncs",
-            "--disable-token-auth",
-            "--model-store",
-            str(ts_store),
-            "--ts-config",
-            str(config_path),
-        ],
-        port=port,
-        log_path=run_dir / "server.log",
-        env=full_env,
-        cwd=run_dir,
-        stop_command=[torchserve, "--stop"],
+    command = [torchserve, "--start", "--foreground", "--ncs", "--disable-token-auth"]
+    command += ["--model-store", str(ts_store), "--ts-config", str(config_path)]
+    return serving_procs.server_in(
+        work, name, command, port, env=full_env, stop_command=[torchserve, "--stop"]
     )
 
 
-def our_server(name: str, work: Path, store: Path, args: Sequence[str]) -> serving_procs.Server:
+def our_server(
+    name: str, work: Path, store: Path, args: Sequence[str], *, grpc: bool = False
+) -> serving_procs.Server:
+    """Our runtime on free loopback ports; with ``grpc``, its gRPC server on a port of its own too."""
     port = free_port()
-    run_dir = work / name
-    run_dir.mkdir(parents=True)
-    return serving_procs.Server(
-        name=name,
-        command=runtime_command(store, port, "--work-dir", str(run_dir / "work"), *args),
-        port=port,
-        log_path=run_dir / "server.log",
-        cwd=run_dir,
-    )
+    grpc_port = free_port() if grpc else None
+    grpc_args = ("--grpc-port", str(grpc_port)) if grpc_port else ()
+    command = runtime_command(store, port, "--work-dir", str(work / name / "work"), *grpc_args, *args)
+    return serving_procs.server_in(work, name, command, port, grpc_port=grpc_port)
 
 
 # ------------------------------------------------------------------------------------------ bodies
@@ -545,22 +530,7 @@ def ceiling(seconds: float) -> dict[str, float]:
         ("batch32_1thread", 1, 32),
         ("batch32_all_cores", cores, 32),
     ):
-        result = subprocess.run(
-            [
-                sys.executable,
-                str(BENCH_DIR / "serving_ceiling.py"),
-                "--threads",
-                str(threads),
-                "--batch",
-                str(batch),
-                "--seconds",
-                str(seconds),
-            ],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        out[key] = json.loads(result.stdout)["images_per_s"]
+        out[key] = serving_ceiling.in_subprocess(threads, batch, seconds)
         log(f"ceiling {key}: {out[key]:.0f} images/s")
     out["best"] = max(out["batch32_1thread"], out["batch32_all_cores"])
     return out

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -88,6 +89,15 @@ def resnet_images_per_second(threads: int, batch: int, seconds: float, weights: 
             step()
             done += batch
     return done / elapsed
+
+
+def in_subprocess(threads: int, batch: int, seconds: float, *workload: str) -> float:
+    """Images per second as this script measures them, in a fresh process (the caller's threads and
+    imports do not count); ``workload``: more of its options (``--workload resnet18 --weights ...``)."""
+    command = [sys.executable, __file__, "--threads", str(threads), "--batch", str(batch)]
+    command += ["--seconds", str(seconds), *workload]
+    done = subprocess.run(command, check=True, capture_output=True, text=True)
+    return float(json.loads(done.stdout)["images_per_s"])
 
 
 def main() -> int:

@@ -60,14 +60,22 @@ def _probe(python: Path, code: str) -> dict[str, str]:
     return json.loads(out.stdout)
 
 
+def _versions(python: Path, module: str, distributions: dict[str, str], also: str) -> dict[str, str]:
+    """What ``python`` imports: ``{module}_file`` (where ``module`` comes from), each distribution's
+    version under its key, and ``torch``'s version; ``also``: more modules that must import."""
+    versions = ", ".join(f"{key!r}: m.version({name!r})" for key, name in distributions.items())
+    probe = (
+        f"import importlib.metadata as m, json, torch, {module}, {also};"
+        f"print(json.dumps({{'{module}_file': {module}.__file__, 'torch': torch.__version__,"
+        f" 'torch_file': torch.__file__, {versions}}}))"
+    )
+    return _probe(python, probe)
+
+
 def _ts_versions() -> dict[str, str]:
     """Where ``ts`` is imported from in the bench venv, and the installed versions."""
-    probe = (
-        "import importlib.metadata as m, ts, torch, captum, json;"
-        "print(json.dumps({'ts_file': ts.__file__, 'torchserve': m.version('torchserve'),"
-        "'archiver': m.version('torch-model-archiver'), 'torch': torch.__version__}))"
-    )
-    return _probe(ts_python(), probe)
+    distributions = {"torchserve": "torchserve", "archiver": "torch-model-archiver"}
+    return _versions(ts_python(), "ts", distributions, "captum")
 
 
 def torchserve_ready() -> bool:
@@ -152,12 +160,7 @@ def kserve_python() -> Path:
 
 
 def _kserve_versions() -> dict[str, str]:
-    probe = (
-        "import importlib.metadata as m, json, kserve, torch, torchvision;"
-        "print(json.dumps({'kserve_file': kserve.__file__, 'kserve': m.version('kserve'),"
-        "'torch': torch.__version__, 'torch_file': torch.__file__}))"
-    )
-    return _probe(kserve_python(), probe)
+    return _versions(kserve_python(), "kserve", {"kserve": "kserve"}, "torchvision")
 
 
 def kserve_ready() -> bool:
@@ -193,3 +196,41 @@ def ensure_kserve(log: object = print) -> dict[str, str]:
     if not kserve_ready():
         raise RuntimeError(f"{KSERVE_VENV} does not import KServe {KSERVE_VERSION} with torch")
     return _kserve_versions()
+
+
+# ---------------------------------------------------------------------------------------- grpcload
+# The gRPC load generator (bench/grpcload/main.go), built with the machine's Go from its pinned modules
+# (the Go module proxy, or Go's module cache) into the cache outside the repository, once per source.
+GRPCLOAD_SRC = BENCH_DIR / "grpcload"
+CACHE = Path(os.environ.get("TORCH_ISVC_CACHE") or Path.home() / ".cache" / "torch-isvc")
+
+
+def grpcload_path() -> Path:
+    """Where the build of the current sources lives: named by a hash of main.go, go.mod and go.sum."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in ("main.go", "go.mod", "go.sum"):
+        digest.update((GRPCLOAD_SRC / name).read_bytes())
+    return CACHE / "grpcload" / f"grpcload-{digest.hexdigest()[:12]}"
+
+
+def ensure_grpcload(log: object = print) -> str:
+    """Path of the built gRPC load generator; builds it when missing (needs ``go``, >= 1.25)."""
+    path = grpcload_path()
+    if path.is_file():
+        return str(path)
+    go = shutil.which("go")
+    if go is None:
+        raise RuntimeError("the gRPC load generator needs Go >= 1.25 (go is not on PATH)")
+    log(f"building {GRPCLOAD_SRC.relative_to(REPO_ROOT)} into {path} ...")  # type: ignore[operator]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    subprocess.run(
+        [go, "build", "-trimpath", "-ldflags=-s -w", "-o", str(partial), "."],
+        cwd=GRPCLOAD_SRC,
+        env={**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-mod=readonly -buildvcs=false"},
+        check=True,
+    )
+    partial.replace(path)
+    return str(path)

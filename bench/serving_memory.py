@@ -36,6 +36,12 @@ def server_pss_mib(server: serving_procs.Server) -> float:
     return group_pss_mib(server.process.pid)
 
 
+def server_processes(server: serving_procs.Server) -> int:
+    """How many live processes the server has (its whole process group)."""
+    assert server.process is not None, f"{server.name} is not started"
+    return len(serving_procs.group_pids(server.process.pid))
+
+
 class PeakPss:
     """A context that samples a server's PSS every ``interval`` s while it is open (e.g. during a load
     point); ``peak`` is the highest sum seen. Inactive (``active=False``), it samples nothing."""

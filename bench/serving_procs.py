@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 _RUNNING: list[Server] = []
 
@@ -82,6 +83,7 @@ class Server:
     env: dict[str, str] = field(default_factory=dict)
     cwd: Path | None = None
     stop_command: Sequence[str] | None = None  # e.g. ``torchserve --stop``, run before the signals
+    grpc_port: int | None = None  # where it serves gRPC too, if it does
     process: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
 
@@ -108,18 +110,27 @@ class Server:
             return ""
 
     def wait_first_answer(
-        self, path: str, body: bytes, *, timeout: float = 180.0, accept: Callable[[bytes], bool] | None = None
+        self,
+        path: str = "",
+        body: bytes = b"",
+        *,
+        timeout: float = 180.0,
+        accept: Callable[[bytes], bool] | None = None,
+        ask: Callable[[], bytes | None] | None = None,
     ) -> float:
-        """Seconds from launch to the first 200 on ``POST path`` (the cold start). Asks at least once, so a
-        server checked after others took its whole ``timeout`` still gets its chance."""
+        """Seconds from launch to the first 200 on ``POST path`` (the cold start), or to the first answer
+        of ``ask`` (one request of another kind: its answer, None when refused, OSError while nothing
+        listens). Asks at least once, so a server checked after others took its whole ``timeout`` still
+        gets its chance."""
         assert self.process is not None
         deadline = self.started_at + timeout
+        ask = ask or (lambda: self.post_answer(path, body))
         while True:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}")
             try:
-                status, answer = post(self.port, path, body, timeout=10)
-                if status == 200 and (accept is None or accept(answer)):
+                answer = ask()
+                if answer is not None and (accept is None or accept(answer)):
                     return time.perf_counter() - self.started_at
             except OSError:
                 pass
@@ -127,6 +138,10 @@ class Server:
                 break
             time.sleep(0.02)
         raise RuntimeError(f"{self.name}: no answer on {path} within {timeout:g} s:\n{self.log_tail()}")
+
+    def post_answer(self, path: str, body: bytes) -> bytes | None:
+        status, answer = post(self.port, path, body, timeout=10)
+        return answer if status == 200 else None
 
     def stop(self, timeout: float = 20.0) -> list[str]:
         """Stop the server and its whole process group; return any process that survived."""
@@ -158,6 +173,16 @@ class Server:
         if self in _RUNNING:
             _RUNNING.remove(self)
         return group_members(pgid)
+
+
+def server_in(work: Path, name: str, command: Sequence[str], port: int, **settings: Any) -> Server:
+    """A server named ``name`` whose working directory, and log ``server.log``, are ``work/name``;
+    ``settings``: :class:`Server`'s other fields."""
+    run_dir = work / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return Server(
+        name=name, command=command, port=port, log_path=run_dir / "server.log", cwd=run_dir, **settings
+    )
 
 
 def running() -> list[Server]:

@@ -20,26 +20,17 @@ Both answer the seed request (v1, a PNG "2"). Prints a table, writes its section
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import paired
 import serving_bench
-import serving_env
-import serving_procs
+import serving_load
 import serving_report
 
-BENCH_DIR = Path(__file__).resolve().parent
-RESULTS_MD = BENCH_DIR / "results.md"
-SECTION_BEGIN = "<!-- throughput-bench:begin (written by bench/throughput_bench.py; replaced every run) -->"
-SECTION_END = "<!-- throughput-bench:end -->"
+REPORT = paired.Report.of(__file__, "Throughput at c32, paired: ours tuned vs TorchServe's best")
 TS_BEST_WORKERS = 2
-TARGETS = (  # issue 7: ours tuned vs TorchServe's best at c32
-    ("throughput", ">=", 2.0),
-    ("p99", "<=", 0.5),
-)
 log = serving_bench.log
 
 
@@ -49,15 +40,7 @@ def summaries(rounds: Sequence[paired.Round]) -> dict[str, dict[str, float | Non
 
 
 def verdicts(ratios: dict[str, float | None]) -> list[str]:
-    lines = []
-    for name, comparison, bound in TARGETS:
-        value = ratios.get(name)
-        if value is None:
-            lines.append(f"{name} ratio {comparison} {bound:g}: not measured")
-            continue
-        met = value >= bound if comparison == ">=" else value <= bound
-        lines.append(f"{name} ratio {comparison} {bound:g}: {value:g}: {'met' if met else 'NOT met'}")
-    return lines
+    return paired.verdicts(ratios, REPORT.targets)
 
 
 def table_rows(summary: dict[str, dict[str, float | None]], concurrency: int) -> list[list[str]]:
@@ -83,7 +66,7 @@ def table_rows(summary: dict[str, dict[str, float | None]], concurrency: int) ->
     ]
 
 
-def measure(args: argparse.Namespace, work: Path, wrk: str) -> list[paired.Round]:
+def measure(args: argparse.Namespace, work: Path, tools: serving_load.Tools) -> list[paired.Round]:
     ours_store, ts_store = serving_bench.build_stores(work)
     bodies = serving_bench.request_bodies(work)
     ok = serving_bench.v1_answer_ok
@@ -104,61 +87,41 @@ def measure(args: argparse.Namespace, work: Path, wrk: str) -> list[paired.Round
         ),
         "torchserve": paired.Side(ts_server, "/predictions/mnist", bodies["v1"], ok),
     }
-    return run_rounds(sides, wrk, args)
+    return run_rounds(sides, tools, args)
 
 
-def run_rounds(sides: dict[str, paired.Side], wrk: str, args: argparse.Namespace) -> list[paired.Round]:
+def run_rounds(
+    sides: dict[str, paired.Side], tools: serving_load.Tools, args: argparse.Namespace
+) -> list[paired.Round]:
     """The paired rounds at ``args.concurrency`` (also bench/http_layer_bench.py's)."""
+    schedule = paired.Schedule.of(args)
     measured = paired.run(
-        sides,
-        wrk,
-        concurrencies=[args.concurrency],
-        rounds=args.rounds,
-        seconds=args.seconds,
-        warmup=args.warmup,
-        warmup_connections=8,
-        log=log,
+        sides, tools, schedule, concurrencies=[args.concurrency], warmup_connections=8, log=log
     )
     return measured[args.concurrency]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = paired.arguments(__doc__ or "", rounds=6, seconds=5.0, warmup=3.0)
+    parser = paired.arguments(__doc__ or "", rounds=6, seconds=5.0, warmup=3.0, quick=(1, 2.0, 1.0))
     parser.add_argument("--concurrency", type=int, default=32)
-    args = parser.parse_args(argv)
-    serving_procs.install_cleanup()
-    wrk = serving_env.ensure_wrk(log)
-    ts_info = serving_env.ensure_torchserve(log)
-    machine = serving_bench.machine_description()
-    load_before = serving_bench.load_average()
+    args = paired.parse(parser, argv)
+    setup = paired.begin(log)
     with tempfile.TemporaryDirectory(prefix="isvc-throughput-bench-") as tmp:
-        measured = measure(args, Path(tmp), wrk)
-    load_after = serving_bench.load_average()
+        measured = measure(args, Path(tmp), setup.tools)
     summary = summaries(measured)
     rows = table_rows(summary, args.concurrency)
     print(serving_report.text_table(rows))
     ratios = {"throughput": summary["rps"]["ratio"], "p99": summary["p99_ms"]["ratio"]}
-    if not args.no_results:
-        method = [
-            f"Both servers up side by side; {args.rounds} alternating rounds of {args.seconds:g} s per"
-            f" side (wrk, one thread, {args.concurrency} keep-alive connections, the seed request);"
-            f" {paired.errors({args.concurrency: measured})} errors."
-            f" Ours: `{' '.join(serving_bench.OURS_TUNED_ARGS)}`;"
-            f" TorchServe: `OMP_NUM_THREADS=1`, {TS_BEST_WORKERS} workers, job_queue_size 1000.",
-        ]
-        text = paired.section(
-            "Throughput at c32, paired: ours tuned vs TorchServe's best (`bench/throughput_bench.py`)",
-            machine,
-            ts_info["torchserve"],
-            (load_before, load_after),
-            method,
-            serving_report.markdown_table(rows),
-            ratios,
-            [f"- {line}" for line in verdicts(ratios)],
-        )
-        paired.write_section(RESULTS_MD, text, SECTION_BEGIN, SECTION_END)
-        log(f"wrote {RESULTS_MD}")
-    print(json.dumps(ratios))
+    method = [
+        f"Both servers up side by side; {args.rounds} alternating rounds of {args.seconds:g} s per"
+        f" side (wrk, one thread, {args.concurrency} keep-alive connections, the seed request);"
+        f" {paired.errors({args.concurrency: measured})} errors."
+        f" Ours: `{' '.join(serving_bench.OURS_TUNED_ARGS)}`;"
+        f" TorchServe: `OMP_NUM_THREADS=1`, {TS_BEST_WORKERS} workers, job_queue_size 1000.",
+    ]
+    closing = [f"- {line}" for line in verdicts(ratios)]
+    table = serving_report.markdown_table(rows)
+    paired.finish(setup, args, REPORT, method=method, table=table, ratios=ratios, closing=closing, log=log)
     return 0
 
 

@@ -55,11 +55,11 @@ def test_overheads_are_p50_minus_the_compute_floor_at_concurrency_1() -> None:
 
 def test_the_section_is_replaced_in_place_and_the_rest_of_the_document_is_kept() -> None:
     document = "# Benchmark results\n\nserving text\n"
-    begin, end = explain_bench.SECTION_BEGIN, explain_bench.SECTION_END
+    begin, end = explain_bench.REPORT.begin, explain_bench.REPORT.end
     once = serving_report.replace_section(document, "first", begin, end)
     twice = serving_report.replace_section(once + "\ntrailing\n", "second", begin, end)
     assert "serving text" in twice and "trailing" in twice
-    assert "first" not in twice and twice.count(explain_bench.SECTION_BEGIN) == 1
+    assert "first" not in twice and twice.count(begin) == 1
     assert twice.index("second") < twice.index("trailing")
 
 
