@@ -8,8 +8,12 @@ Written the way a KServe user writes a custom predictor: a ``kserve.Model`` subc
 (``kserve.model_server.parser``: ``--http_port``, ``--grpc_port``, ``--workers``, ``--enable_grpc`` ...).
 Thread settings come from the environment (``OMP_NUM_THREADS``), as a KServe pod would set them.
 
-- ``mnist``: the example's ``Net`` and ``mnist_cnn.pt``; a v1 instance ``{"data": <base64 PNG>}`` becomes a
-  tensor as our v1 path does it (ToTensor, Normalize(0.1307, 0.3081)); answers the digit.
+- ``mnist``: the example's ``Net`` and ``mnist_cnn.pt``; a v1 instance ``{"data": <base64 PNG>}``, or a v2
+  BYTES input of PNGs (REST: base64 strings; gRPC: the bytes themselves), becomes a tensor as our v1 path
+  does it (ToTensor, Normalize(0.1307, 0.3081)); answers the digit, for v2 as an INT64 output
+  ``output-0``. KServe hands ``preprocess`` a dict for v1 and an ``InferRequest`` for v2 REST and gRPC
+  (kserve 0.21.0 ``protocol/grpc/servicer.py`` ``ModelInfer``: ``InferRequest.from_grpc``), and turns an
+  ``InferResponse`` into either protocol's answer.
 - ``resnet18``: torchvision's ResNet-18 with the weights file given by ``--weights``; the preprocessing
   and the answer of TorchServe's stock ``image_classifier`` (Resize 256, CenterCrop 224, ImageNet
   normalisation; softmax, top 5 as ``{label: probability}`` through ``--index-to-name``).
@@ -24,12 +28,13 @@ import base64
 import io
 import json
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
 import kserve
 import torch
-from kserve import model_server
+from kserve import InferOutput, InferRequest, InferResponse, model_server
 from PIL import Image
 from torchvision import models, transforms
 
@@ -44,6 +49,12 @@ def decode_instances(payload: dict[str, Any]) -> list[Image.Image]:
         data = instance["data"] if isinstance(instance, dict) else instance
         images.append(Image.open(io.BytesIO(base64.b64decode(data))))
     return images
+
+
+def decode_v2(request: InferRequest) -> list[Image.Image]:
+    """The images of a v2 request's first input: bytes as they came over gRPC, base64 text over REST."""
+    values = request.inputs[0].data
+    return [Image.open(io.BytesIO(v if isinstance(v, bytes) else base64.b64decode(v))) for v in values]
 
 
 class MnistModel(kserve.Model):
@@ -66,13 +77,25 @@ class MnistModel(kserve.Model):
         self.ready = True
         return self.ready
 
-    def preprocess(self, payload: dict[str, Any], headers: dict[str, str] | None = None) -> torch.Tensor:
-        return torch.stack([self.processing(image) for image in decode_instances(payload)])
+    def preprocess(
+        self, payload: dict[str, Any] | InferRequest, headers: dict[str, str] | None = None
+    ) -> tuple[torch.Tensor, bool]:
+        """The batch, and whether the request was v2."""
+        v2 = isinstance(payload, InferRequest)
+        images = decode_v2(payload) if v2 else decode_instances(payload)
+        return torch.stack([self.processing(image) for image in images]), v2
 
-    def predict(self, batch: torch.Tensor, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    def predict(
+        self, batch: tuple[torch.Tensor, bool], headers: dict[str, str] | None = None
+    ) -> dict[str, Any] | InferResponse:
         assert self.net is not None
+        tensor, v2 = batch
         with torch.inference_mode():
-            return {"predictions": self.net(batch).argmax(1).tolist()}
+            digits = self.net(tensor).argmax(1).tolist()
+        if not v2:
+            return {"predictions": digits}
+        output = InferOutput(name="output-0", shape=[len(digits)], datatype="INT64", data=digits)
+        return InferResponse(response_id=str(uuid.uuid4()), model_name=self.name, infer_outputs=[output])
 
 
 class ResNetModel(kserve.Model):
