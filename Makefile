@@ -18,7 +18,7 @@ OPERATOR_IMAGE = $(REGISTRY)/operator:$(VERSION)
 IMAGES = $(RUNTIME_IMAGE) $(RUNTIME_GPU_IMAGE) $(STORAGE_INITIALIZER_IMAGE) $(OPERATOR_IMAGE)
 DEPLOY_OUT ?= build/deploy
 
-.PHONY: setup test lint cluster cluster-up model-store demo demo-check bench clean prometheus clients-venv
+.PHONY: setup test lint cluster cluster-up model-store demo demo-check bench bench-peers clean prometheus clients-venv
 .PHONY: node-setup node node-up images-local
 .PHONY: images push-images image-names deploy-manifests
 
@@ -82,15 +82,17 @@ test: setup cluster node images-local prometheus clients-venv
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest tests e2e
 
-# TorchServe vs our runtime, side by side (~10 min); BENCH_ARGS=--quick for a short development run.
-# Then the peers (issue 18): KServe 0.21 as a second anchor on MNIST (~8 min) and ResNet-18 against
-# TorchServe and KServe with the in-process ceiling (~10 min); PEERS_ARGS=--quick smoke-runs them.
+# Every bench in sequence (bench/suite.py): TorchServe vs our runtime (~10 min), explanations (~1 min),
+# then the peers figures of bench-peers; the last lines are one JSON object per bench. BENCH_ARGS=--quick
+# smoke-runs each (a round of a few seconds).
 bench: setup
-	$(PY) bench/serving_bench.py $(BENCH_ARGS)
-	$(PY) bench/explain_bench.py
-	$(PY) bench/throughput_bench.py
-	$(PY) bench/kserve_bench.py $(PEERS_ARGS)
-	$(PY) bench/resnet_bench.py $(PEERS_ARGS)
+	$(PY) bench/suite.py serving explain throughput kserve grpc resnet $(BENCH_ARGS)
+
+# The peers figures (issues 16 and 18), for a quiet machine, ~22 min on 2 cores: throughput vs TorchServe's
+# best, KServe 0.21 on MNIST (default and best setting, memory), gRPC beside REST vs KServe, ResNet-18 vs
+# TorchServe and KServe with the in-process ceiling and memory; each writes its section of bench/results.md.
+bench-peers: setup
+	$(PY) bench/suite.py $(BENCH_ARGS)
 
 images:
 	$(DOCKER) build --target runtime -t $(RUNTIME_IMAGE) .
