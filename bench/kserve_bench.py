@@ -113,7 +113,7 @@ def key_ratios(
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = paired.arguments(
-        __doc__ or "", rounds=4, seconds=5.0, warmup=3.0, quick=(1, 2.0, 1.0), start_timeout=120.0
+        __doc__ or "", rounds=4, seconds=5.0, warmup=3.0, quick=(1, 2.0, 1.0), start_timeout=90.0
     )
     parser.add_argument(
         "--kserve-workers", type=int, nargs="+", default=[1, 2], help="KServe --workers tried"

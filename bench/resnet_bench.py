@@ -187,7 +187,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     # --quick: 1 round of 3 s (on a loaded machine one ResNet-18 answer can take a second, and the load
     # generator counts finished ones), c1 and c32, a short ceiling
     parser = paired.arguments(
-        __doc__ or "", rounds=3, seconds=5.0, warmup=3.0, quick=(1, 3.0, 1.0), start_timeout=180.0
+        __doc__ or "", rounds=3, seconds=5.0, warmup=3.0, quick=(1, 3.0, 1.0), start_timeout=120.0
     )
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--ceiling-batches", type=int, nargs="+", default=[1, 2, 4, 8, 16])
