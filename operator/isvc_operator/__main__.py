@@ -1,4 +1,5 @@
-"""`python -m isvc_operator`: the same operator as `kopf run -m isvc_operator`, cluster-wide, standalone."""
+"""`python -m isvc_operator`: the same operator as `kopf run -m isvc_operator`, cluster-wide, standalone
+(no kopf peering: of several replicas, the holder of a Lease acts, leadership.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m isvc_operator",
         description="Reconcile serving.kubeflow.org/v1beta1 InferenceServices into Knative Services "
-        "(cluster-wide, standalone: no kopf peering).",
+        "(cluster-wide; of several replicas only the holder of the Lease torch-isvc-operator in "
+        "ISVC_OPERATOR_NAMESPACE acts).",
         epilog="Environment: ISVC_OPERATOR_NAMESPACE (namespace of the inferenceservice-config ConfigMap), "
         "ISVC_TEMPLATES_DIR (template overrides), ISVC_OPERATOR_LOG_LEVEL, ISVC_LIVENESS_ENDPOINT, "
         "ISVC_OPERATOR_VERBOSE, ISVC_OPERATOR_METRICS_ADDRESS (HOST:PORT of the Prometheus metrics; "

@@ -13,6 +13,10 @@ unchanged objects. For the same reason the retries are not kopf's own (a handler
 daemon would put kopf's state or a finalizer on the isvc): `reconcile` raises `kopf.TemporaryError`, and
 the next attempt is an asyncio task on kopf's loop that waits for the error's delay, one per isvc. A
 resync task reconciles every known isvc every `RESYNC_SECONDS` (an unchanged one writes nothing).
+
+Of several replicas only the holder of the operator's Lease acts (leadership.py): every replica watches and
+indexes, the others reconcile nothing and post nothing until they hold it; the new holder then reconciles
+every isvc once (an unchanged one writes nothing). The election starts once kopf's indexes are complete.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from .known import (
     owner_of,
 )
 from .kube import Kube, KubeApi, api_client
+from .leadership import LeaseApi, LeaseElector, replica_identity
 from .metrics import metrics_address, serve
 from .naming import (
     GROUP,
@@ -84,10 +89,18 @@ class Operator:
     retries: dict[Key, asyncio.Task[None]] = field(default_factory=dict)
     background: set[asyncio.Task[None]] = field(default_factory=set)
     announced: OperatorConfig | None = None  # the config last announced (events, re-render of all)
+    elector: LeaseElector | None = None  # None: this replica acts alone (always leading)
+    indexed: asyncio.Event = field(default_factory=asyncio.Event)  # kopf's indexes are complete
+
+    @property
+    def leading(self) -> bool:
+        return self.elector is None or self.elector.leading
 
     async def reconcile(self, key: Key) -> None:
         """Run `reconcile` for `key` now (a pending retry is superseded); on a TemporaryError, again after
-        its delay."""
+        its delay. Nothing while another replica holds the Lease."""
+        if not self.leading:
+            return
         pending = self.retries.pop(key, None)
         if pending is not None and pending is not asyncio.current_task():
             pending.cancel()
@@ -112,6 +125,25 @@ class Operator:
         while True:
             await asyncio.sleep(RESYNC_SECONDS)
             await self.reconcile_all()
+
+    async def elect(self) -> None:
+        """Take part in the election once every index is complete (a new holder reconciles all at once)."""
+        await self.indexed.wait()
+        assert self.elector is not None
+        await self.elector.run(self.lead, self.stand_by)
+
+    def lead(self) -> None:
+        self.start_background(self.reconcile_all())
+
+    def stand_by(self) -> None:
+        for task in list(self.retries.values()):
+            task.cancel()
+        self.retries.clear()
+
+    def start_background(self, work: Any) -> None:
+        task = asyncio.create_task(work)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
 
     def forget(self, key: Key) -> None:
         """The isvc is gone: its pending retry and everything remembered about it."""
@@ -150,19 +182,33 @@ async def start_operator(settings: kopf.OperatorSettings, memo: kopf.Memo, logge
     indexes = Indexes(inferenceservices, predictor_services, virtual_services, service_accounts,
                       operator_config_maps, predictor_deployments, predictor_k8s_services, predictor_hpas,
                       predictor_pods)
-    operator = Operator(Known(indexes, namespace), KubeApi(api_client()), settings.execution.executor,
-                        operator_logger)
+    client = api_client()
+    operator = Operator(Known(indexes, namespace), KubeApi(client), settings.execution.executor,
+                        operator_logger, elector=LeaseElector(LeaseApi(client, namespace), replica_identity(),
+                                                              operator_logger))
     memo.operator = operator
-    operator.background.add(asyncio.create_task(operator.resync()))
+    operator.start_background(operator.resync())
+    operator.start_background(operator.elect())
     serve(operator.known.inference_services, *metrics_address(os.environ))
     logger.info("watching ConfigMap %s/%s", namespace, CONFIGMAP_NAME)
 
 
 @kopf.on.cleanup()
-def stop_operator(memo: kopf.Memo, **_: Any) -> None:
+async def stop_operator(memo: kopf.Memo, **_: Any) -> None:
     operator: Operator | None = memo.get("operator")
     if operator is not None:
         operator.stop()
+        if operator.elector is not None:  # a standby takes over at its next try, not after the Lease expires
+            await asyncio.get_running_loop().run_in_executor(None, operator.elector.release)
+
+
+@kopf.on.probe(id="leading")
+def report_leadership(memo: kopf.Memo, **_: Any) -> str:
+    """In the health endpoint's answer: whether this replica acts, or stands by (both are healthy)."""
+    operator: Operator | None = memo.get("operator")
+    if operator is None or operator.elector is None:
+        return "alone"
+    return f"{operator.elector.identity}: {'leading' if operator.leading else 'standing by'}"
 
 
 # --- indexes ----------------------------------------------------------------------------------
@@ -230,6 +276,7 @@ def operator_config_maps(namespace: str, name: str, body: kopf.Body, meta: kopf.
 async def reconcile_predictor(event: dict[str, Any], namespace: str, name: str, memo: kopf.Memo,
                               **_: Any) -> None:
     operator: Operator = memo.operator
+    operator.indexed.set()  # kopf calls no handler before every index is complete
     if event.get("type") == "DELETED":
         operator.forget((namespace, name))
         return
@@ -292,10 +339,13 @@ async def _owned_object_event(operator: Operator, kind: str, event: dict[str, An
 @kopf.on.event(*SERVICEACCOUNTS)
 async def on_service_account(event: dict[str, Any], namespace: str, name: str, memo: kopf.Memo,
                              **_: Any) -> None:
-    """A ServiceAccount appeared, changed or went: re-render the isvcs whose predictor runs as it."""
+    """A ServiceAccount appeared, changed or went: re-render the isvcs whose predictor runs as it. Its
+    initial listing (a cluster always has ServiceAccounts, the operator's own among them) tells that kopf's
+    indexes are complete: kopf calls no handler before."""
+    operator: Operator = memo.operator
+    operator.indexed.set()
     if event.get("type") is None:
         return
-    operator: Operator = memo.operator
     await asyncio.gather(*(operator.reconcile(key) for key in operator.known.users_of((namespace, name))))
 
 
@@ -309,7 +359,7 @@ async def on_config_change(event: dict[str, Any], namespace: str, name: str, met
     if previous is not None and config == previous and config.problems == previous.problems:
         return
     problems = "; ".join(config.problems)
-    if config.problems and event.get("type") != "DELETED":
+    if config.problems and event.get("type") != "DELETED" and operator.leading:
         involved = {"apiVersion": "v1", "kind": "ConfigMap",
                     "metadata": {"name": name, "namespace": namespace, "uid": meta.get("uid", "")}}
         await asyncio.get_running_loop().run_in_executor(
