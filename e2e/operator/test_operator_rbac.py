@@ -12,6 +12,7 @@ OWN = f"--namespace={OPERATOR_NAMESPACE}"
 ISVC = "inferenceservices.serving.kubeflow.org"
 KSVC = "services.serving.knative.dev"
 VS = "virtualservices.networking.istio.io"
+LEASE = "torch-isvc-operator"
 
 ALLOWED = [
     ("watch", ISVC, "-A"),
@@ -34,6 +35,9 @@ ALLOWED = [
       for resource in ("deployments.apps", "services", "horizontalpodautoscalers.autoscaling")),
     ("get", "pods", "-A"),
     ("watch", "pods", "-A"),
+    ("get", f"leases.coordination.k8s.io/{LEASE}", OWN),  # leader election among its replicas
+    ("update", f"leases.coordination.k8s.io/{LEASE}", OWN),
+    ("create", "leases.coordination.k8s.io", OWN),
 ]
 DENIED = [
     ("list", "secrets", "-A"),
@@ -58,6 +62,10 @@ DENIED = [
     ("get", "configmaps/other-config", OWN),
     ("create", "pods", "-A"),
     ("patch", "customresourcedefinitions.apiextensions.k8s.io", "-A"),
+    ("update", "leases.coordination.k8s.io/kube-scheduler", OWN),
+    ("delete", f"leases.coordination.k8s.io/{LEASE}", OWN),
+    ("create", "leases.coordination.k8s.io", "-A"),
+    ("update", f"leases.coordination.k8s.io/{LEASE}", "--namespace=kube-system"),
 ]
 
 

@@ -85,8 +85,22 @@ def test_cluster_role_has_no_wildcards_reads_secrets_by_name_only_and_deletes_on
             assert rule["verbs"] == ["get", "list", "watch"], rule
 
 
-def test_operator_deployment_is_non_root_read_only_with_kopf_liveness_probe() -> None:
+def test_leader_election_may_only_read_and_update_its_own_lease_in_the_operators_namespace() -> None:
+    manifests = documents(ROOT / "deploy" / "operator.yaml")
+    lease_rules = [(doc["kind"], doc["metadata"].get("namespace"), rule) for doc in manifests
+                   if doc["kind"] in ("ClusterRole", "Role") for rule in doc["rules"]
+                   if "leases" in rule["resources"]]
+    assert lease_rules == [
+        ("Role", "torch-isvc-system", {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                                       "resourceNames": ["torch-isvc-operator"], "verbs": ["get", "update"]}),
+        ("Role", "torch-isvc-system", {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                                       "verbs": ["create"]}),
+    ]
+
+
+def test_operator_deployment_runs_two_non_root_read_only_replicas_with_kopf_probes() -> None:
     [deployment] = [d for d in documents(ROOT / "deploy" / "operator.yaml") if d["kind"] == "Deployment"]
+    assert deployment["spec"]["replicas"] == 2  # one acts, the other stands by (leader election)
     pod = deployment["spec"]["template"]["spec"]
     [main] = pod["containers"]
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -94,6 +108,7 @@ def test_operator_deployment_is_non_root_read_only_with_kopf_liveness_probe() ->
     assert main["securityContext"]["allowPrivilegeEscalation"] is False
     assert main["resources"]["limits"] and main["resources"]["requests"]
     assert main["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert main["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     env = {item["name"]: item.get("value") for item in main["env"]}
     assert env["ISVC_LIVENESS_ENDPOINT"].endswith(":8080/healthz")
     assert pod["serviceAccountName"] == "torch-isvc-operator"
