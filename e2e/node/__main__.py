@@ -13,7 +13,7 @@ from e2e.processes import install_signal_handlers
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m e2e.node", description=__doc__.split("\n")[0])
-    parser.add_argument("--images", default="pause,storage-initializer,runtime",
+    parser.add_argument("--images", default="pause,storage-initializer,runtime,operator",
                         help="images (e2e/images/build.sh targets) to import into the node's containerd")
     args = parser.parse_args(argv)
     install_signal_handlers()

@@ -38,9 +38,12 @@ WORKDIR_PREFIX = "torch-isvc-node-"
 POD_CIDR = IPv4Network("198.19.0.0/24")
 SERVICE_CIDR = IPv4Network("198.19.128.0/24")
 # What a node needs beyond the stand-in control plane's controllers: the node-lifecycle controller removes
-# the kubelet's not-ready taint, endpointslices make Services reach pods, the pod GC removes orphans.
+# the kubelet's not-ready taint, endpointslices make Services reach pods, the pod GC removes orphans, the
+# HPA controller reports the status of raw-mode predictors' HorizontalPodAutoscalers (it cannot scale them:
+# there is no metrics API here, and it says so in their conditions).
 NODE_CONTROLLERS = (
     *CONTROLLERS,
+    "horizontal-pod-autoscaler-controller",
     "node-lifecycle-controller",
     "endpointslice-controller",
     "endpointslice-mirroring-controller",
@@ -166,7 +169,8 @@ def start_node(images: Sequence[str] = ("pause",), ready_timeout: float = 60.0) 
             "--endpoint-reconciler-type": "lease",  # pods reach it through the "kubernetes" Service
             "--kubelet-preferred-address-types": "InternalIP",  # the node's name does not resolve
         },
-        controller_manager_flags={"--service-cluster-ip-range": str(SERVICE_CIDR)},
+        controller_manager_flags={"--service-cluster-ip-range": str(SERVICE_CIDR),
+                                  "--horizontal-pod-autoscaler-sync-period": "5s"},
     )
     components = NodeComponents(ns, layout, Path(), Path(), images=tuple(images))
     node = RealNode(ns, layout, control_plane, components, store_lock=store_lock)

@@ -5,8 +5,9 @@ isvc` removes everything (garbage collection). canaryTrafficPercent in raw mode 
 deploy/admission-policy.yaml (a ValidatingAdmissionPolicy, evaluated by the real apiserver).
 
 There is no kubelet here (the Pod stays Pending): the pod-failure test writes the Pod's status through the
-pods/status subresource, standing in for the kubelet in that one test only. The same path on a real node
-(the storage initializer really failing on a bad storageUri) is proven by the node's tests, later.
+pods/status subresource, standing in for the kubelet in that one test only. The same path with a kubelet
+(the storage initializer really failing on a bad storageUri) runs on the real node:
+e2e/node/test_operator_on_node.py.
 
 The session's control plane runs no HPA controller (e2e/localkube's CONTROLLERS), so this module starts a
 second kube-controller-manager, the same binary, with only `horizontal-pod-autoscaler-controller`. Without a
