@@ -3,8 +3,8 @@ once), the GCS emulator inside its namespace, and the product installed on it as
 
 - ``node`` (session): the started :class:`e2e.node.node.RealNode`; the tests fail, never skip, with the
   reason when it cannot start.
-- ``gcs_in_node`` (session): gcp-storage-emulator in the node's namespace holding the seed's model store at
-  the seed's gs:// URI; its endpoint.
+- ``gcs_in_node`` (session): gcp-storage-emulator in the node's namespace holding the MNIST model store at
+  the example's gs:// URI; its endpoint.
 - ``operator_on_node`` (session): ``crds/`` and ``deploy/`` applied; the operator image running as the
   Deployment of deploy/operator.yaml (2 replicas, its ServiceAccount, its probes), with two settings of a
   cluster without Knative and Istio (ingress mode none; DEBUG logs, so that no-op reconciles are seen), and

@@ -2,7 +2,7 @@
 here, Services reach their pods through kube-proxy, and stopping the node leaves the host as it was.
 
 When the node cannot start (binaries or images missing, a component failing), these tests fail with the
-reason: they never skip. The seed's model served on the node by the product itself: test_operator_on_node.py.
+reason: they never skip. The MNIST example served on the node by the product itself: test_operator_on_node.py.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """The product on the real node, as users run it: the operator image as the Deployment of deploy/operator.yaml
-(its ServiceAccount, its probes, 2 replicas of which the holder of a Lease acts) reconciles the seed's
-InferenceService in RawDeployment mode into a Deployment that kube-controller-manager turns into a
-ReplicaSet and a Pod, which kube-scheduler places and the kubelet runs: the storage-initializer image copies
-the model from the GCS emulator into the emptyDir, the runtime image serves it as UID 65532, and the seed's
-request through the Service (kube-proxy) gets the seed's answer.
+(its ServiceAccount, its probes, 2 replicas of which the holder of a Lease acts) reconciles the example
+InferenceService (examples/mnist/torchserve.yaml) in RawDeployment mode into a Deployment that
+kube-controller-manager turns into a ReplicaSet and a Pod, which kube-scheduler places and the kubelet runs:
+the storage-initializer image copies the model from the GCS emulator into the emptyDir, the runtime image
+serves it as UID 65532, and the MNIST request through the Service (kube-proxy) gets the expected answer.
 
 Scaling itself is not tested: the HPA controller runs and reports the HPA's conditions, but there is no
 metrics API here, so it cannot read a utilization and says so.
@@ -47,8 +47,8 @@ SMALL = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "1", 
 pytestmark = pytest.mark.timeout(900)
 
 
-def raw_seed(name: str = ISVC) -> dict[str, Any]:
-    """examples/mnist/torchserve.yaml (the seed's) with the RawDeployment annotation."""
+def raw_example(name: str = ISVC) -> dict[str, Any]:
+    """examples/mnist/torchserve.yaml with the RawDeployment annotation."""
     isvc = yaml.safe_load((REPO_ROOT / "examples" / "mnist" / "torchserve.yaml").read_text())
     isvc["metadata"].update(name=name, namespace=NAMESPACE,
                             annotations={**(isvc["metadata"].get("annotations") or {}), **RAW})
@@ -69,11 +69,11 @@ def served(node: RealNode, operator_on_node: OperatorOnNode) -> Iterator[Served]
     kubectl("create", "namespace", NAMESPACE)
     request = (shared_dir() / "data" / "requests" / "v1" / "mnist.json").read_bytes()
     began = time.monotonic()
-    kubectl("apply", "-f", "-", input=json.dumps(raw_seed()))
+    kubectl("apply", "-f", "-", input=json.dumps(raw_example()))
     wait_for("the predictor's Service", lambda: kubectl.get("-n", NAMESPACE, "service", PREDICTOR), 60, node,
              NAMESPACE)
     url = f"http://{service_ip(node, PREDICTOR, NAMESPACE)}/v1/models/{ISVC}:predict"
-    _, text = wait_for("the seed's prediction through the Service",
+    _, text = wait_for("the MNIST prediction through the Service",
                        lambda: (answer := http_inside(node, url, request))[0] == 200 and answer,
                        300, node, NAMESPACE)
     seconds = time.monotonic() - began
@@ -106,7 +106,7 @@ def test_the_operator_runs_as_two_ready_replicas_on_its_service_account_one_hold
     assert uids_of(node, b"isvc_operator") == {RUNTIME_UID}
 
 
-def test_seed_isvc_in_raw_mode_serves_the_seed_request_through_its_service_as_uid_65532(
+def test_the_example_isvc_in_raw_mode_answers_the_mnist_request_through_its_service_as_uid_65532(
     node: RealNode, served: Served, operator_on_node: OperatorOnNode
 ) -> None:
     assert json.loads(served.answer) == {"predictions": [2]}
@@ -194,6 +194,9 @@ def test_deleting_the_active_operator_pod_hands_over_within_30_seconds_writing_n
              ["maxReplicas"] == 3, 30, node, NAMESPACE)
     assert "reconciled" not in operator_on_node.log(replacement)
     assert operator_on_node.holder() == standby
+    gone = kubectl.get("-n", OPERATOR_NAMESPACE, "pod", active) is None
+    print(f"operator failover: the deleted pod {'gone' if gone else 'still terminating'}"
+          f" {time.monotonic() - began:.1f} s after its deletion", file=sys.stderr)
 
 
 def test_a_bad_storage_uri_reaches_the_isvc_conditions_with_the_init_containers_message_within_60_seconds(
@@ -201,8 +204,8 @@ def test_a_bad_storage_uri_reaches_the_isvc_conditions_with_the_init_containers_
 ) -> None:
     kubectl = served.kubectl
     began = time.monotonic()
-    broken = raw_seed("broken")
-    # The seed's predictor requests the default 1 CPU, and this node has 2 beside the served one: less here.
+    broken = raw_example("broken")
+    # The example's predictor requests the default 1 CPU; this node has 2 beside the served one: less here.
     broken["spec"]["predictor"]["pytorch"].update(storageUri="gs://no-such-bucket/model", resources=SMALL)
     kubectl("apply", "-f", "-", input=json.dumps(broken))
     failed = wait_for("PredictorReady False with the storage initializer's message",

@@ -25,8 +25,8 @@ from e2e.polling import poll
 T = TypeVar("T")
 VENV_BIN = Path(sys.executable).parent
 GCS_PORT = 9023
-SEED_BUCKET = "kfserving-examples"
-SEED_PREFIX = "models/torchserve/image_classifier"
+EXAMPLE_BUCKET = "kfserving-examples"
+EXAMPLE_PREFIX = "models/torchserve/image_classifier"
 
 
 def node_kubectl(node: RealNode) -> Kubectl:
@@ -103,8 +103,8 @@ def uids_of(node: RealNode, marker: bytes) -> set[int]:
 
 @contextlib.contextmanager
 def gcs_emulator(node: RealNode, workdir: Path) -> Iterator[str]:
-    """gcp-storage-emulator inside the node's namespace, holding the seed's MNIST model store at the seed's
-    gs:// URI; yields its endpoint (the node's veth address, which pods reach through their gateway)."""
+    """gcp-storage-emulator inside the node's namespace, holding the MNIST model store at the example's gs://
+    URI; yields its endpoint (the node's veth address, which pods reach through their gateway)."""
     store = workdir / "store"
     build = REPO_ROOT / "examples" / "mnist" / "build_model_store.py"
     subprocess.run([sys.executable, str(build), str(store)], check=True, capture_output=True)
@@ -115,27 +115,27 @@ def gcs_emulator(node: RealNode, workdir: Path) -> Iterator[str]:
                                    str(node.ns.address.ip), "--port", str(GCS_PORT), "-M", "-q"]),
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            _upload_seed_store(endpoint, store, emulator)
+            _upload_model_store(endpoint, store, emulator)
             yield endpoint
         finally:
             os.killpg(emulator.pid, 15)
             emulator.wait(timeout=10)
 
 
-def _upload_seed_store(endpoint: str, store: Path, emulator: subprocess.Popen[bytes]) -> None:
+def _upload_model_store(endpoint: str, store: Path, emulator: subprocess.Popen[bytes]) -> None:
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
 
     deadline = time.monotonic() + 30
     while True:
         try:
-            client = storage.Client(project="seed", credentials=AnonymousCredentials(),
+            client = storage.Client(project="examples", credentials=AnonymousCredentials(),
                                     client_options={"api_endpoint": endpoint})
-            bucket = client.create_bucket(SEED_BUCKET)
+            bucket = client.create_bucket(EXAMPLE_BUCKET)
             break
         except Exception:
             if time.monotonic() > deadline or emulator.poll() is not None:
                 raise
             time.sleep(0.2)
     for path in sorted(p for p in store.rglob("*") if p.is_file()):
-        bucket.blob(f"{SEED_PREFIX}/{path.relative_to(store).as_posix()}").upload_from_filename(path)
+        bucket.blob(f"{EXAMPLE_PREFIX}/{path.relative_to(store).as_posix()}").upload_from_filename(path)
