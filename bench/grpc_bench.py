@@ -60,8 +60,8 @@ def kserve_candidates(threads: Sequence[str]) -> dict[str, int | None]:
 
 def grpc_body(work: Path) -> Path:
     """The seed's PNG as a serialised ``ModelInferRequest``."""
-    seed = json.loads(serving_bench.SEED_REQUEST.read_bytes())
-    png = base64.b64decode(seed["instances"][0]["data"], validate=True)
+    mnist_request = json.loads(serving_bench.MNIST_REQUEST.read_bytes())
+    png = base64.b64decode(mnist_request["instances"][0]["data"], validate=True)
     path = work / "body-grpc.pb"
     path.write_bytes(serving_grpc.infer_request("mnist", [png]))
     return path

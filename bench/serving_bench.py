@@ -52,7 +52,7 @@ from e2e.processes import free_port  # noqa: E402
 
 # ../shared beside the checkout, or where $TORCH_ISVC_SHARED_DIR says (as examples/mnist/data.py reads it)
 SHARED = Path(os.environ.get("TORCH_ISVC_SHARED_DIR") or REPO_ROOT.parent / "shared")
-SEED_REQUEST = SHARED / "data" / "requests" / "v1" / "mnist.json"
+MNIST_REQUEST = SHARED / "data" / "requests" / "v1" / "mnist.json"
 RESULTS_MD = BENCH_DIR / "results.md"
 TS_HANDLER = BENCH_DIR / "ts_mnist_handler.py"
 MNIST_DIR = REPO_ROOT / "examples" / "mnist"
@@ -242,15 +242,15 @@ def our_server(
 
 
 def request_bodies(work: Path) -> dict[str, Path]:
-    seed = json.loads(SEED_REQUEST.read_bytes())
-    png_b64 = seed["instances"][0]["data"]
+    mnist_request = json.loads(MNIST_REQUEST.read_bytes())
+    png_b64 = mnist_request["instances"][0]["data"]
     base64.b64decode(png_b64, validate=True)
     bodies = {
-        "v1": SEED_REQUEST.read_bytes(),
+        "v1": MNIST_REQUEST.read_bytes(),
         "v2": json.dumps(
             {"inputs": [{"name": "input-0", "shape": [1], "datatype": "BYTES", "data": [png_b64]}]}
         ).encode(),
-        "explain_ours": json.dumps({**seed, "parameters": {"n_steps": EXPLAIN_STEPS}}).encode(),
+        "explain_ours": json.dumps({**mnist_request, "parameters": {"n_steps": EXPLAIN_STEPS}}).encode(),
     }
     paths = {}
     for name, body in bodies.items():

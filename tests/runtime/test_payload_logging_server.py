@@ -100,14 +100,14 @@ def test_v1_v2_and_explain_are_logged_as_paired_events_under_the_answers_request
     logged_server: tuple[RuntimeProcess, CloudEventsSink]
 ) -> None:
     process, sink = logged_server
-    seed = MNIST_REQUEST.read_bytes()
-    png = json.loads(seed)["instances"][0]["data"]
+    mnist_request = MNIST_REQUEST.read_bytes()
+    png = json.loads(mnist_request)["instances"][0]["data"]
     v2 = json.dumps({"inputs": [{"name": "input-0", "shape": [1], "datatype": "BYTES", "data": [png]}]})
     calls = [
-        ("/v1/models/torchserve:predict", seed, {}),
-        ("/v1/models/mnist:predict", seed, {"x-request-id": "client-id-1"}),
+        ("/v1/models/torchserve:predict", mnist_request, {}),
+        ("/v1/models/mnist:predict", mnist_request, {"x-request-id": "client-id-1"}),
         ("/v2/models/mnist/infer", v2.encode(), {}),
-        ("/v1/models/mnist:explain", seed, {}),
+        ("/v1/models/mnist:explain", mnist_request, {}),
         ("/v2/models/nope/infer", v2.encode(), {}),  # an error answer is logged too
     ]
     before = len(sink.received)
@@ -178,9 +178,9 @@ def test_a_failing_sink_costs_no_answer_and_its_events_are_counted_as_dropped(
         url = sink.url if sink_kind == "hanging" else f"http://127.0.0.1:{closed_port()}/events"
         process = start(store, tmp_path / "runtime.log", url)
         try:
-            seed = MNIST_REQUEST.read_bytes()
+            body = MNIST_REQUEST.read_bytes()
             started = time.monotonic()
-            answers = [process.client.post("/v1/models/mnist:predict", content=seed) for _ in range(20)]
+            answers = [process.client.post("/v1/models/mnist:predict", content=body) for _ in range(20)]
             elapsed = time.monotonic() - started
             assert [(a.status_code, a.json()) for a in answers] == [(200, {"predictions": [2]})] * 20
             assert elapsed < 15, elapsed  # nothing waits for the sink (a hanging send takes 5 s per try)
