@@ -9,6 +9,7 @@ import os
 import kopf
 
 from . import handlers  # noqa: F401  (registers the handlers)
+from .leadership import leader_election
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -19,7 +20,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "ISVC_OPERATOR_NAMESPACE acts).",
         epilog="Environment: ISVC_OPERATOR_NAMESPACE (namespace of the inferenceservice-config ConfigMap), "
         "ISVC_TEMPLATES_DIR (template overrides), ISVC_OPERATOR_LOG_LEVEL, ISVC_LIVENESS_ENDPOINT, "
-        "ISVC_OPERATOR_VERBOSE, ISVC_OPERATOR_METRICS_ADDRESS (HOST:PORT of the Prometheus metrics; "
+        "ISVC_OPERATOR_VERBOSE, ISVC_LEADER_ELECTION (true|false), "
+        "ISVC_OPERATOR_METRICS_ADDRESS (HOST:PORT of the Prometheus metrics; "
         "default 8081, on loopback outside a pod). Credentials come from the in-cluster ServiceAccount or "
         "KUBECONFIG.",
     )
@@ -28,6 +30,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=os.environ.get("ISVC_LIVENESS_ENDPOINT") or None,
         help="serve kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz "
         "(default: $ISVC_LIVENESS_ENDPOINT, else none)",
+    )
+    try:
+        elect = leader_election(os.environ)
+    except ValueError as error:
+        parser.error(str(error))
+    parser.add_argument(
+        "--no-leader-election",
+        dest="leader_election",
+        action="store_false",
+        default=elect,
+        help="act at once, alone, without the Lease (one replica only: two would both act; "
+        "default: $ISVC_LEADER_ELECTION, true unless it says false)",
     )
     parser.add_argument(
         "--verbose",
@@ -41,7 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     kopf.configure(verbose=args.verbose)
-    kopf.run(standalone=True, clusterwide=True, liveness_endpoint=args.liveness_endpoint)
+    kopf.run(standalone=True, clusterwide=True, liveness_endpoint=args.liveness_endpoint,
+             memo=kopf.Memo(leader_election=args.leader_election))
 
 
 if __name__ == "__main__":

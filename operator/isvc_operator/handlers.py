@@ -48,7 +48,7 @@ from .known import (
     owner_of,
 )
 from .kube import Kube, KubeApi, api_client
-from .leadership import LeaseApi, LeaseElector, replica_identity
+from .leadership import ELECTION_ENV, LeaseApi, LeaseElector, leader_election, replica_identity
 from .metrics import metrics_address, serve
 from .naming import (
     GROUP,
@@ -183,12 +183,22 @@ async def start_operator(settings: kopf.OperatorSettings, memo: kopf.Memo, logge
                       operator_config_maps, predictor_deployments, predictor_k8s_services, predictor_hpas,
                       predictor_pods)
     client = api_client()
+    elect = memo.get("leader_election")
+    if elect is None:  # run by `kopf run -m isvc_operator`: only the environment says
+        try:
+            elect = leader_election(os.environ)
+        except ValueError as error:
+            raise kopf.PermanentError(str(error)) from None
+    elector = (LeaseElector(LeaseApi(client, namespace), replica_identity(), operator_logger)
+               if elect else None)
     operator = Operator(Known(indexes, namespace), KubeApi(client), settings.execution.executor,
-                        operator_logger, elector=LeaseElector(LeaseApi(client, namespace), replica_identity(),
-                                                              operator_logger))
+                        operator_logger, elector=elector)
     memo.operator = operator
     operator.start_background(operator.resync())
-    operator.start_background(operator.elect())
+    if elector is None:  # it acts on every event from the start, the initial listing included
+        logger.warning("leader election off (%s=false): this replica acts alone", ELECTION_ENV)
+    else:
+        operator.start_background(operator.elect())
     serve(operator.known.inference_services, *metrics_address(os.environ))
     logger.info("watching ConfigMap %s/%s", namespace, CONFIGMAP_NAME)
 

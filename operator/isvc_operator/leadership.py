@@ -44,6 +44,18 @@ LEASE_DURATION = 15  # seconds; client-go's and kube-controller-manager's defaul
 RENEW_DEADLINE = 10.0
 RETRY_PERIOD = 2.0
 REQUEST_TIMEOUT = 5.0
+ELECTION_ENV = "ISVC_LEADER_ELECTION"
+ELECTION_VALUES = {"true": True, "false": False}
+
+
+def leader_election(environ: dict[str, str] | os._Environ[str]) -> bool:
+    """Whether this replica takes part in the election (`ISVC_LEADER_ELECTION`, default true). `false` is for
+    a single replica run by hand or in a test: it acts at once and writes no Lease; two replicas with `false`
+    would both act. Any other value is refused, so a typo never turns the election off."""
+    value = environ.get(ELECTION_ENV, "true").strip().lower()
+    if value not in ELECTION_VALUES:
+        raise ValueError(f"{ELECTION_ENV} must be true or false, not {environ.get(ELECTION_ENV)!r}")
+    return ELECTION_VALUES[value]
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,9 @@ import logging
 from typing import Any
 
 import pytest
+from isvc_operator.__main__ import parse_args
 from isvc_operator.leadership import (
+    ELECTION_ENV,
     FAILED,
     HELD,
     LEASE_DURATION,
@@ -19,6 +21,7 @@ from isvc_operator.leadership import (
     LeaseElector,
     LeaseRecord,
     holding_spec,
+    leader_election,
     may_take,
     read_record,
 )
@@ -210,3 +213,34 @@ def test_release_by_a_replica_that_does_not_hold_the_lease_writes_nothing(
 def test_a_held_lease_is_reported_as_held(lease: OneLease, clock: Clock) -> None:
     holder = elector(lease, clock, "a")
     assert holder.try_take() == HELD and holder.try_take() == HELD
+
+
+@pytest.mark.parametrize("value", [None, "true", "TRUE", " True "])
+def test_the_election_is_on_unless_the_environment_says_false(value: str | None) -> None:
+    environ = {} if value is None else {ELECTION_ENV: value}
+    assert leader_election(environ) is True
+
+
+def test_leader_election_false_lets_one_replica_act_alone() -> None:
+    assert leader_election({ELECTION_ENV: "false"}) is False
+
+
+@pytest.mark.parametrize("value", ["no", "0", "", "flase"])
+def test_a_misspelt_election_setting_is_refused_never_read_as_off(value: str) -> None:
+    with pytest.raises(ValueError, match="ISVC_LEADER_ELECTION must be true or false"):
+        leader_election({ELECTION_ENV: value})
+
+
+def test_the_command_line_turns_the_election_off_and_refuses_a_bad_environment(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv(ELECTION_ENV, raising=False)
+    assert parse_args([]).leader_election is True
+    assert parse_args(["--no-leader-election"]).leader_election is False
+    monkeypatch.setenv(ELECTION_ENV, "false")
+    assert parse_args([]).leader_election is False
+    monkeypatch.setenv(ELECTION_ENV, "maybe")
+    with pytest.raises(SystemExit) as exited:
+        parse_args([])
+    assert exited.value.code == 2
+    assert "ISVC_LEADER_ELECTION must be true or false, not 'maybe'" in capsys.readouterr().err
