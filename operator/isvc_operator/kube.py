@@ -43,7 +43,9 @@ def api_client() -> kubernetes.client.ApiClient:
     if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
         kubernetes.config.load_incluster_config(client_configuration=configuration)
     else:
-        kubernetes.config.load_kube_config(client_configuration=configuration)
+        # Read now, not when the kubernetes package was imported (its default is fixed then).
+        kubernetes.config.load_kube_config(config_file=os.environ.get("KUBECONFIG"),
+                                           client_configuration=configuration)
     configuration.connection_pool_maxsize = 16
     return kubernetes.client.ApiClient(configuration)
 

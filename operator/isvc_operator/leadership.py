@@ -226,6 +226,7 @@ class LeaseElector:
 
     async def run(self, on_lead: Callable[[], None], on_standby: Callable[[], None]) -> None:
         loop = asyncio.get_running_loop()
+        announced = False  # that another replica holds the Lease: said once, when first seen
         while True:
             outcome = await loop.run_in_executor(None, self.try_take)
             transition = self.step(outcome)
@@ -235,6 +236,9 @@ class LeaseElector:
             elif transition == "standby":
                 self.logger.warning("standing by: %s lost lease %s (%s)", self.identity, LEASE_NAME, outcome)
                 on_standby()
+            elif outcome == OTHER and not self.leading and not announced and self.observed is not None:
+                self.logger.info("standing by: %s holds lease %s", self.observed.holder, LEASE_NAME)
+            announced = announced or outcome == OTHER
             await asyncio.sleep(RETRY_PERIOD)
 
     def release(self) -> None:
