@@ -5,10 +5,11 @@ once), the GCS emulator inside its namespace, and the product installed on it as
   reason when it cannot start.
 - ``gcs_in_node`` (session): gcp-storage-emulator in the node's namespace holding the MNIST model store at
   the example's gs:// URI; its endpoint.
-- ``operator_on_node`` (session): ``crds/`` and ``deploy/`` applied; the operator image running as the
-  Deployment of deploy/operator.yaml (2 replicas, its ServiceAccount, its probes), with two settings of a
-  cluster without Knative and Istio (ingress mode none; DEBUG logs, so that no-op reconciles are seen), and
-  the storage initializers pointed at the emulator (below).
+- ``operator_on_node`` (session): Knative Serving's and Istio's real CRDs (no Knative webhook or controllers:
+  ``e2e/standin/node_serving.py`` plays the controllers), ``crds/`` and ``deploy/`` applied; the operator
+  image running as the Deployment of deploy/operator.yaml (2 replicas, its ServiceAccount, its probes), with
+  two settings of a cluster without Knative's networking and Istio (ingress mode none; DEBUG logs, so that
+  no-op reconciles are seen), and the storage initializers pointed at the emulator (below).
 
 How a storage initializer on the node reaches the emulator: in a user's cluster it reaches GCS itself. Here
 a MutatingAdmissionPolicy (built into the apiserver, as a cluster admin would add one) sets
@@ -29,6 +30,7 @@ import yaml
 
 from e2e import REPO_ROOT
 from e2e.installation import OPERATOR_NAMESPACE
+from e2e.knative.webhook import install_crds
 from e2e.localkube import Kubectl
 from e2e.node.components import NodeError
 from e2e.node.node import RealNode, start_node
@@ -147,6 +149,7 @@ class OperatorOnNode:
 def operator_on_node(node: RealNode, gcs_in_node: str) -> OperatorOnNode:
     kubectl = node_kubectl(node)
     began = time.monotonic()
+    install_crds(kubectl)  # Knative's and Istio's, as on a KServe cluster: the operator watches ksvcs
     kubectl.install(REPO_ROOT / "crds")
     documents = [*operator_manifest(), *emulator_policy(gcs_in_node)]
     kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(d) for d in documents))

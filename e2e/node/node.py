@@ -112,6 +112,21 @@ class RealNode:
             time.sleep(0.2)
         raise NodeError(f"node {self.layout.name} not Ready after {timeout:.0f} s\n{self.components.logs()}")
 
+    @contextlib.contextmanager
+    def services_from_host(self) -> Iterator[str]:
+        """The node's Service range routed from the host to the node's end of the veth while inside, so that
+        a host process (the Knative stand-in's ingress) reaches ClusterIPs: kube-proxy's rules in the node's
+        namespace translate them to pods. One node at a time may do so (the range is every node's); the
+        route is removed after (and with the veth, should this process die). Yields the range."""
+        route = [str(SERVICE_CIDR), "via", str(self.ns.address.ip), "dev", self.ns.host_interface]
+        added = subprocess.run(["ip", "route", "add", *route], capture_output=True, text=True, check=False)
+        if added.returncode != 0:
+            raise NodeError(f"ip route add {' '.join(route)} failed: {added.stderr.strip()}")
+        try:
+            yield str(SERVICE_CIDR)
+        finally:
+            subprocess.run(["ip", "route", "del", *route], capture_output=True, check=False)
+
     def stop(self) -> None:
         self.components.stop()
         self.control_plane.stop()

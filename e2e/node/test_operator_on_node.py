@@ -32,7 +32,7 @@ from e2e.installation import OPERATOR_NAMESPACE
 from e2e.localkube import Kubectl
 from e2e.node.conftest import OperatorOnNode
 from e2e.node.node import RealNode
-from e2e.node.workloads import http_inside, node_kubectl, service_ip, uids_of, wait_for
+from e2e.node.workloads import http_inside, node_kubectl, service_ip, uids_of, wait_for, with_bad_storage_uri
 
 NAMESPACE = "serving"
 ISVC = "torchserve"
@@ -42,7 +42,6 @@ RAW = {"serving.kubeflow.org/deploymentMode": "RawDeployment"}
 FIELD_MANAGER = "torch-isvc-operator"
 RUNTIME_UID = 65532
 HPA = "horizontalpodautoscalers.autoscaling"
-SMALL = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -204,10 +203,7 @@ def test_a_bad_storage_uri_reaches_the_isvc_conditions_with_the_init_containers_
 ) -> None:
     kubectl = served.kubectl
     began = time.monotonic()
-    broken = raw_example("broken")
-    # The example's predictor requests the default 1 CPU; this node has 2 beside the served one: less here.
-    broken["spec"]["predictor"]["pytorch"].update(storageUri="gs://no-such-bucket/model", resources=SMALL)
-    kubectl("apply", "-f", "-", input=json.dumps(broken))
+    kubectl("apply", "-f", "-", input=json.dumps(with_bad_storage_uri(raw_example())))
     failed = wait_for("PredictorReady False with the storage initializer's message",
                       lambda: (i := isvc_of(kubectl, NAMESPACE, "broken"))
                       and condition(i, "PredictorReady").get("status") == "False" and i, 60, node, NAMESPACE)

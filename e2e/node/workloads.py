@@ -27,6 +27,9 @@ VENV_BIN = Path(sys.executable).parent
 GCS_PORT = 9023
 EXAMPLE_BUCKET = "kfserving-examples"
 EXAMPLE_PREFIX = "models/torchserve/image_classifier"
+# The example's predictor requests 1 CPU; the node has 2: a second predictor beside it asks for less.
+SMALL_RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}
+BAD_STORAGE_URI = "gs://no-such-bucket/model"
 
 
 def node_kubectl(node: RealNode) -> Kubectl:
@@ -36,6 +39,13 @@ def node_kubectl(node: RealNode) -> Kubectl:
 
 def apply(node: RealNode, *documents: dict[str, Any]) -> None:
     node.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(d) for d in documents))
+
+
+def with_bad_storage_uri(isvc: dict[str, Any]) -> dict[str, Any]:
+    """``isvc`` renamed ``broken``, its model at a bucket that does not exist, with small resources."""
+    isvc["metadata"]["name"] = "broken"
+    isvc["spec"]["predictor"]["pytorch"].update(storageUri=BAD_STORAGE_URI, resources=SMALL_RESOURCES)
+    return isvc
 
 
 def wait_for(what: str, probe: Callable[[], T], timeout: float, node: RealNode, namespace: str = "default",

@@ -179,6 +179,30 @@ class KnativeStandin:
         self._timers.append(timer)
         timer.start()
 
+    def mark_revision_failed(self, ksvc: dict[str, Any], revision: str, message: str) -> None:
+        """Knative marks the ksvc not ready (False, RevisionFailed) when its latest revision fails
+        (knative.dev/serving pkg/apis/serving/v1/service_lifecycle.go, PropagateConfigurationStatus)."""
+        metadata = ksvc["metadata"]
+        failed = {"status": "False", "reason": "RevisionFailed",
+                  "message": f"Revision {revision!r} failed with message: {message}"}
+        routes = {"status": "True"} if self.ready_revisions.get(metadata["uid"]) else {
+            "status": "Unknown", "reason": "RevisionMissing"}
+        previous = (ksvc.get("status") or {}).get("conditions")
+        conditions = stamped([{"type": "ConfigurationsReady", **failed}, {"type": "Ready", **failed},
+                              {"type": "RoutesReady", **routes}], previous)
+        try:
+            self.api.patch_namespaced_custom_object_status(
+                GROUP, VERSION, metadata["namespace"], PLURAL, metadata["name"],
+                {"status": {"conditions": conditions}}, _content_type=MERGE_PATCH)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def latest_revision(self, ksvc: dict[str, Any]) -> str | None:
+        """The latest revision this stand-in made for ``ksvc`` (None: none yet)."""
+        history = self.revisions.get(ksvc["metadata"]["uid"]) or []
+        return history[-1][0] if history else None
+
     @staticmethod
     def _known_revisions(status: dict[str, Any]) -> list[tuple[str, str]]:
         latest = status.get("latestCreatedRevisionName")

@@ -26,7 +26,7 @@ from kubernetes.client.exceptions import ApiException
 from e2e.polling import repeating
 from e2e.processes import Spawner, free_ports
 
-from .knative import GROUP, MERGE_PATCH, PLURAL, VERSION, KnativeStandin, stamped
+from .knative import GROUP, PLURAL, VERSION, KnativeStandin
 from .pods import PodSpecError, decode_secret_value, plan_pod, pod_ports
 from .revisions import FAILED, READY, RevisionPod
 
@@ -158,30 +158,14 @@ class ServingStandin(KnativeStandin):
 
     def _report_failure(self, ksvc: dict[str, Any]) -> None:
         """Knative marks the ksvc not ready (False, RevisionFailed) when its latest revision fails."""
-        metadata = ksvc["metadata"]
-        history = self.revisions.get(metadata["uid"]) or []
-        if not history:
+        latest = self.latest_revision(ksvc)
+        if latest is None:
             return
-        latest = history[-1][0]
-        key = (metadata["namespace"], latest)
+        key = (ksvc["metadata"]["namespace"], latest)
         pod = self.pods.get(key)
         message = self.failures.get(key) or (pod.message if pod is not None and pod.state == FAILED else None)
-        if message is None:
-            return
-        failed = {"status": "False", "reason": "RevisionFailed",
-                  "message": f"Revision {latest!r} failed with message: {message}"}
-        routes = {"status": "True"} if self.ready_revisions.get(metadata["uid"]) else {
-            "status": "Unknown", "reason": "RevisionMissing"}
-        previous = (ksvc.get("status") or {}).get("conditions")
-        conditions = stamped([{"type": "ConfigurationsReady", **failed}, {"type": "Ready", **failed},
-                              {"type": "RoutesReady", **routes}], previous)
-        try:
-            self.api.patch_namespaced_custom_object_status(
-                GROUP, VERSION, metadata["namespace"], PLURAL, metadata["name"],
-                {"status": {"conditions": conditions}}, _content_type=MERGE_PATCH)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
+        if message is not None:
+            self.mark_revision_failed(ksvc, latest, message)
 
     # -- scale to zero / from zero, deletion --
 

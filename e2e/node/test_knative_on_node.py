@@ -1,0 +1,208 @@
+"""The Knative path on the real node: the example InferenceService (examples/mnist/torchserve.yaml) in the
+default Knative mode, reconciled by the operator image (the Deployment of deploy/operator.yaml) into a Knative
+Service, whose revisions :class:`~e2e.standin.node_serving.NodeServingStandin` makes into what Knative's
+controllers make: a Deployment ``{revision}-deployment`` and a Service per revision, run by the real
+kube-controller-manager, kube-scheduler and kubelet. The stand-in ingress (Istio's gateway) reaches the
+revision's Service at its ClusterIP from the host through the node's veth (kube-proxy's rules).
+
+The tests share one isvc (``knative``, made once) and run in file order: the spec change makes a second
+revision, the last test deletes the isvc. When the node cannot start, they fail with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from e2e import REPO_ROOT
+from e2e.demo import shared_dir
+from e2e.inference_services import condition, isvc_of
+from e2e.localkube import Kubectl
+from e2e.node.conftest import OperatorOnNode
+from e2e.node.node import SERVICE_CIDR, RealNode
+from e2e.node.workloads import SMALL_RESOURCES, node_kubectl, uids_of, wait_for, with_bad_storage_uri
+from e2e.standin.ingress import REVISION_HEADER, Ingress
+from e2e.standin.node_serving import (
+    CONFIGURATION_LABEL,
+    REVISION_LABEL,
+    SERVICE_LABEL,
+    NodeServingStandin,
+    deployment_name,
+    service_name,
+)
+
+NAMESPACE = "knative-mnist"
+ISVC = "torchserve"
+KSVC = f"{ISVC}-predictor-default"
+FIRST, SECOND = f"{KSVC}-00001", f"{KSVC}-00002"
+RUNTIME_UID = 65532
+
+pytestmark = pytest.mark.timeout(900)
+
+
+def example(name: str = ISVC) -> dict[str, Any]:
+    """examples/mnist/torchserve.yaml as it is (Knative mode, the default), in this module's namespace."""
+    isvc = yaml.safe_load((REPO_ROOT / "examples" / "mnist" / "torchserve.yaml").read_text())
+    isvc["metadata"].update(name=name, namespace=NAMESPACE)
+    return isvc
+
+
+def routed(ksvc: dict[str, Any]) -> list[tuple[str, int]]:
+    """The revisions that get traffic in the ksvc's status, with their percents."""
+    return [(t["revisionName"], t["percent"]) for t in (ksvc.get("status") or {}).get("traffic") or []
+            if t.get("percent")]
+
+
+@dataclass
+class Answer:
+    status: int
+    body: str
+    revision: str
+
+
+@dataclass
+class KnativeOnNode:
+    kubectl: Kubectl
+    standin: NodeServingStandin
+    ingress: Ingress
+    request: bytes
+    first: Answer
+    first_answer_seconds: float
+
+    def predict(self, name: str = ISVC) -> Answer:
+        """The MNIST request through the ingress, to the isvc's host."""
+        host = f"{name}-predictor-default.{NAMESPACE}.example.com"
+        try:
+            answer = httpx.post(f"{self.ingress.url}/v1/models/{name}:predict", content=self.request,
+                                headers={"Host": host, "Content-Type": "application/json"}, timeout=150,
+                                trust_env=False)
+        except httpx.HTTPError as exc:
+            return Answer(0, repr(exc), "")
+        return Answer(answer.status_code, answer.text, answer.headers.get(REVISION_HEADER, ""))
+
+    def ksvc(self) -> dict[str, Any]:
+        return self.kubectl.get("-n", NAMESPACE, "ksvc", KSVC) or {}
+
+
+@pytest.fixture(scope="module")
+def knative(node: RealNode, operator_on_node: OperatorOnNode) -> Iterator[KnativeOnNode]:
+    kubectl = node_kubectl(node)
+    kubectl("create", "namespace", NAMESPACE)
+    standin = NodeServingStandin(node.kubeconfig).start()
+    ingress = Ingress(node.kubeconfig, standin).start()
+    try:
+        with node.services_from_host():
+            served = KnativeOnNode(kubectl, standin, ingress,
+                                   (shared_dir() / "data" / "requests" / "v1" / "mnist.json").read_bytes(),
+                                   Answer(0, "", ""), 0.0)
+            began = time.monotonic()
+            kubectl("apply", "-f", "-", input=json.dumps(example()))
+            served.first = wait_for("the MNIST prediction through the ingress",
+                                    lambda: (a := served.predict()).status == 200 and a, 300, node, NAMESPACE,
+                                    interval=0.5)
+            served.first_answer_seconds = time.monotonic() - began
+            print(f"Knative-mode isvc applied -> first answer through the ingress: "
+                  f"{served.first_answer_seconds:.1f} s", file=sys.stderr)
+            yield served
+    finally:
+        ingress.stop()
+        standin.stop()
+        kubectl("delete", "namespace", NAMESPACE, "--wait=false", check=False)
+
+
+def test_the_example_isvc_in_knative_mode_answers_through_the_ingress_from_a_real_pod_as_uid_65532(
+    node: RealNode, knative: KnativeOnNode
+) -> None:
+    assert json.loads(knative.first.body) == {"predictions": [2]}
+    assert knative.first.revision == FIRST
+    assert uids_of(node, b"isvc_runtime") == {RUNTIME_UID}
+    kubectl = knative.kubectl
+    ksvc = knative.ksvc()
+    deployment = kubectl.get("-n", NAMESPACE, "deployment", deployment_name(FIRST))
+    labels = deployment["metadata"]["labels"]
+    assert (labels[SERVICE_LABEL], labels[CONFIGURATION_LABEL], labels[REVISION_LABEL]) == (KSVC, KSVC, FIRST)
+    [owner] = deployment["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["name"], owner["uid"]) == ("Service", KSVC, ksvc["metadata"]["uid"])
+    [pod] = kubectl.get("-n", NAMESPACE, "pods", "-l", f"{REVISION_LABEL}={FIRST}")["items"]
+    assert pod["spec"]["nodeName"] == node.layout.name
+    [container] = pod["spec"]["containers"]  # no queue-proxy
+    assert container["name"] == "kfserving-container" and container["image"] == "torch-isvc/runtime:0.1.0"
+    assert {e["name"]: e.get("value") for e in container["env"]}["K_REVISION"] == FIRST
+    [init] = pod["status"]["initContainerStatuses"]
+    assert init["name"] == "storage-initializer" and init["state"]["terminated"]["exitCode"] == 0
+    service = kubectl.get("-n", NAMESPACE, "service", service_name(FIRST))
+    assert IPv4Address(service["spec"]["clusterIP"]) in SERVICE_CIDR
+    assert knative.standin.endpoint(NAMESPACE, FIRST) == f"http://{service['spec']['clusterIP']}:80"
+    isvc = wait_for("the isvc Ready", lambda: (i := isvc_of(kubectl, NAMESPACE, ISVC))
+                    and condition(i, "Ready").get("status") == "True" and i, 60, node, NAMESPACE)
+    assert isvc["status"]["url"] == f"http://{KSVC}.{NAMESPACE}.example.com"
+    header, row = kubectl("get", "isvc", ISVC, "-n", NAMESPACE).stdout.splitlines()[:2]
+    assert dict(zip(header.split(), row.split(), strict=False))["READY"] == "True"
+
+
+def test_a_spec_change_makes_a_second_revision_moves_the_traffic_to_it_and_scales_the_first_to_zero(
+    node: RealNode, knative: KnativeOnNode
+) -> None:
+    kubectl = knative.kubectl
+    began = time.monotonic()
+    kubectl("patch", "isvc", ISVC, "-n", NAMESPACE, "--type=merge", "-p",
+            json.dumps({"spec": {"predictor": {"pytorch": {"resources": SMALL_RESOURCES}}}}))
+    wait_for("the traffic on the second revision", lambda: routed(knative.ksvc()) == [(SECOND, 100)],
+             180, node, NAMESPACE)
+    answer = knative.predict()
+    print(f"spec change -> traffic on the second revision: {time.monotonic() - began:.1f} s", file=sys.stderr)
+    assert (answer.status, answer.revision) == (200, SECOND), answer
+    assert json.loads(answer.body) == {"predictions": [2]}
+    [pod] = kubectl.get("-n", NAMESPACE, "pods", "-l", f"{REVISION_LABEL}={SECOND}")["items"]
+    assert pod["spec"]["containers"][0]["resources"]["requests"]["cpu"] == "100m"
+    first = deployment_name(FIRST)
+    wait_for("the first revision's Deployment at 0 replicas and its pod gone",
+             lambda: kubectl.get("-n", NAMESPACE, "deployment", first)["spec"]["replicas"] == 0
+             and not kubectl.get("-n", NAMESPACE, "pods", "-l", f"{REVISION_LABEL}={FIRST}")["items"],
+             90, node, NAMESPACE)
+    assert (f"{NAMESPACE}/{FIRST}", 0) in knative.standin.scaled
+    assert kubectl.get("-n", NAMESPACE, "deployment", deployment_name(SECOND))["spec"]["replicas"] == 1
+
+
+def test_a_bad_storage_uri_fails_the_revision_with_the_init_containers_message(
+    node: RealNode, knative: KnativeOnNode
+) -> None:
+    kubectl = knative.kubectl
+    began = time.monotonic()
+    kubectl("apply", "-f", "-", input=json.dumps(with_bad_storage_uri(example())))
+    ksvc = wait_for("the broken ksvc Ready False",
+                    lambda: (k := kubectl.get("-n", NAMESPACE, "ksvc", "broken-predictor-default"))
+                    and condition(k, "Ready").get("status") == "False" and k, 60, node, NAMESPACE)
+    print(f"bad storageUri -> ksvc RevisionFailed: {time.monotonic() - began:.1f} s", file=sys.stderr)
+    ready = condition(ksvc, "Ready")
+    assert ready["reason"] == "RevisionFailed", ready
+    assert "Container failed with: container storage-initializer exited with" in ready["message"], ready
+    assert "no-such-bucket" in ready["message"], ready
+    isvc = wait_for("the broken isvc not Ready",
+                    lambda: (i := isvc_of(kubectl, NAMESPACE, "broken"))
+                    and condition(i, "Ready").get("status") == "False" and i, 30, node, NAMESPACE)
+    assert "no-such-bucket" in json.dumps(isvc["status"]["conditions"])
+    kubectl("delete", "isvc", "broken", "-n", NAMESPACE)
+
+
+def test_kubectl_delete_isvc_removes_the_ksvc_and_its_revisions_deployments_services_and_pods(
+    node: RealNode, knative: KnativeOnNode
+) -> None:
+    kubectl = knative.kubectl
+    kubectl("delete", "isvc", ISVC, "-n", NAMESPACE)
+    wait_for("the ksvc gone", lambda: kubectl.get("-n", NAMESPACE, "ksvc", KSVC) is None, 60, node, NAMESPACE)
+    selector = f"{SERVICE_LABEL}={KSVC}"
+    wait_for("the revisions' Deployments, Services, ReplicaSets and Pods gone",
+             lambda: not any(kubectl.get("-n", NAMESPACE, kind, "-l", selector)["items"]
+                             for kind in ("deployments", "services", "replicasets", "pods")),
+             90, node, NAMESPACE)
+    assert uids_of(node, b"isvc_runtime") == set()
