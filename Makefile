@@ -59,11 +59,15 @@ model-store: setup
 
 # The seed walkthrough on one machine (e2e/demo.py; stand-ins in e2e/standin/): `demo` stays up until
 # Ctrl-C, `demo-check` adds the canary step and exits 0 only when every output is as the seed says.
+# PODS=auto (default): the pods on the real node (e2e/node/) when it can start (root, `make node` and
+# `make images-local` done, CPUs for the pods' requests), else local processes; its first line says which.
+# PODS=node or PODS=processes insists on one.
+PODS ?= auto
 demo: setup cluster
-	$(PY) -m e2e.demo
+	$(PY) -m e2e.demo --pods $(PODS)
 
 demo-check: setup cluster
-	$(PY) -m e2e.demo --check
+	$(PY) -m e2e.demo --check --pods $(PODS)
 
 # Debian's prometheus (with promtool) for tests/monitoring, installed only when missing; the package's
 # own service is stopped if the install started one (the tests run their own on loopback).

@@ -2,6 +2,13 @@
 
     python -m e2e.demo            # walkthrough, then stays up and prints how to send requests (Ctrl-C)
     python -m e2e.demo --check    # walkthrough + canary step, non-interactive; exit 0 only if all pass
+    --pods auto|node|processes    # where the pods run (default auto: the real node when it can start)
+
+With its pods on the real node (e2e/node/; first line ``pods: real kubelet on node ...``), the node's control
+plane replaces the local one, the operator is deploy/'s Deployment run by the kubelet from the operator
+image, Knative's CRDs are installed without its webhook, revisions are Deployments (e2e/standin/
+node_serving.py) and the images are e2e/images/build.sh's. Otherwise (``pods: local processes (stand-in)
+because ...``), as follows.
 
 Real: etcd + kube-apiserver + kube-controller-manager (e2e/localkube/), kubectl, the CRD and install
 manifest, Knative Serving's CRDs and admission webhook (e2e/knative/webhook.py: every Knative Service is
@@ -33,7 +40,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -45,7 +52,7 @@ from e2e.inference_services import (
     ready_isvc,
 )
 from e2e.installation import EXAMPLES, OPERATOR_ACCOUNT, OPERATOR_NAMESPACE, OperatorProcess, install
-from e2e.knative.webhook import APISERVER_FLAGS, KnativeWebhook
+from e2e.knative.webhook import APISERVER_FLAGS, KnativeWebhook, install_crds
 from e2e.localkube import ControlPlane, Kubectl
 from e2e.polling import wait_for
 from e2e.processes import (
@@ -58,7 +65,11 @@ from e2e.processes import (
     tail,
 )
 from e2e.standin.ingress import REVISION_HEADER, Ingress
+from e2e.standin.node_serving import NodeServingStandin
 from e2e.standin.serving import ServingStandin
+
+if TYPE_CHECKING:
+    from e2e.node.node import RealNode
 
 NAMESPACE = "kfserving-test"  # the seed's namespace (its Host header: torchserve.kfserving-test.example.com)
 BUCKET = "kfserving-examples"
@@ -71,6 +82,71 @@ CANARY_TOLERANCE = 4.0
 CANARY_REQUESTS = 2000
 VENV_BIN = Path(sys.executable).parent
 WORKDIR_PREFIX = "torch-isvc-demo-"
+# Where the walkthrough's pods run: "auto" (the real node when it can start, else local processes), or either.
+AUTO, NODE, PROCESSES = "auto", "node", "processes"
+NODE_IMAGES = ("pause", "storage-initializer", "runtime", "operator")
+OPERATOR_DEPLOYMENT = "torch-isvc-operator"
+
+
+class NodeUnavailable(RuntimeError):
+    """``--pods node`` was asked for and the node cannot start (the message says why)."""
+
+
+def pods_mode(preference: str, problem: str | None, node_name: str = "") -> tuple[str, str]:
+    """Where the pods run (NODE or PROCESSES) and the line that says so, from the ``--pods`` preference and
+    why the node cannot start (None: it started, as ``node_name``)."""
+    if preference not in (AUTO, NODE, PROCESSES):
+        raise ValueError(f"--pods {preference!r}: one of {AUTO}, {NODE}, {PROCESSES}")
+    if preference == PROCESSES:
+        return PROCESSES, "pods: local processes (stand-in) because --pods processes was asked for"
+    if problem is None:
+        return NODE, (f"pods: real kubelet on node {node_name} (containerd + runc, the images of "
+                      "e2e/images/build.sh; Knative's controllers: e2e/standin/node_serving.py)")
+    if preference == NODE:
+        raise NodeUnavailable(f"--pods node: {problem}")
+    return PROCESSES, f"pods: local processes (stand-in) because {problem}"
+
+
+# CPU the walkthrough's pods request on the node: the operator's 2 replicas (100m each, deploy/operator.yaml)
+# and torchserve.yaml's predictor (1 CPU, the operator's default); the canary step adds canary.yaml's (1 CPU).
+WALKTHROUGH_CPU, CANARY_CPU = 1.2, 1.0
+
+
+def node_problem(euid: int, missing_binaries: str | None, cpus: int, needed_cpu: float) -> str | None:
+    """Why a node cannot even be tried here (None: try it): it needs root, the binaries of `make node`, and
+    as many CPUs as the pods request (the node's capacity is this machine's)."""
+    if euid != 0:
+        return "the real node needs root (network namespaces, cgroups, mounts)"
+    if missing_binaries:
+        return missing_binaries
+    if cpus < needed_cpu:
+        return (f"the walkthrough's pods request {needed_cpu:g} CPUs and the node would have {cpus} "
+                "(this machine's)")
+    return None
+
+
+def start_demo_node(preference: str, needed_cpu: float) -> tuple[RealNode | None, str]:
+    """The real node when ``preference`` allows and it starts (with the images the walkthrough runs), and
+    the line saying where the pods run."""
+    if preference == PROCESSES:
+        return None, pods_mode(preference, None)[1]
+    from e2e.node.components import NodeError, node_binaries
+    from e2e.node.node import start_node
+
+    missing = None
+    try:
+        node_binaries()
+    except NodeError as exc:
+        missing = str(exc)
+    problem = node_problem(os.geteuid(), missing, os.cpu_count() or 1, needed_cpu)
+    node = None
+    if problem is None:
+        try:
+            node = start_node(images=NODE_IMAGES)
+        except (NodeError, OSError, subprocess.CalledProcessError) as exc:
+            problem = f"the real node did not start: {str(exc).splitlines()[0] if str(exc) else exc!r}"
+    _, line = pods_mode(preference, problem, node.layout.name if node else "")
+    return node, line
 
 
 def shared_dir() -> Path:
@@ -126,16 +202,20 @@ class Walkthrough:
     knative: KnativeWebhook | None = None
     operator: OperatorProcess | None = None
     emulator: LoggedProcess | None = None
-    standin: ServingStandin | None = None
+    standin: ServingStandin | NodeServingStandin | None = None
     ingress: Ingress | None = None
+    node: RealNode | None = None  # given: the pods run on this real node (its owner stops it)
     gcs_host: str = ""
     timings: dict[str, float] = field(default_factory=dict)
     _pids: set[int] = field(default_factory=set)
+    _on_node: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     # -- lifecycle --
 
     def start(self) -> Walkthrough:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.node is not None:
+            return self._start_on_node()
         with self._timed("control plane"):
             self.cluster = ControlPlane(apiserver_flags=APISERVER_FLAGS).start()
             self._pids.update(self.cluster.pids.values())
@@ -154,16 +234,55 @@ class Walkthrough:
                  f"ingress on {self.ingress.url}")
         return self
 
+    def _start_on_node(self) -> Walkthrough:
+        """The same walkthrough with its pods on the real node: the node's control plane; Knative's and
+        Istio's CRDs (Knative's webhook is not run there: it reaches a loopback apiserver); crds/ and deploy/,
+        whose operator Deployment the kubelet runs from the operator image; the GCS emulator in the node's
+        namespace (storage initializers get STORAGE_EMULATOR_HOST from a MutatingAdmissionPolicy);
+        NodeServingStandin (revisions as Deployments) and the ingress, which reaches the revisions'
+        ClusterIPs through a host route to the node's Service range."""
+        from e2e.node.workloads import emulator_policy
+
+        assert self.node is not None
+        query = "jsonpath={.clusters[0].cluster.server}"
+        server = self.kubectl("config", "view", "--minify", "-o", query).stdout
+        self.say(f"control plane: on node {self.node.layout.name} at {server}")
+        with self._timed("install"):
+            install_crds(self.kubectl)
+            self.say("installed: Knative Serving's and Istio's CRDs (no Knative webhook on the node)")
+            self.install_product()
+        with self._timed("model stores"):
+            self.start_storage()
+            self.node.kubectl("apply", "-f", "-", input="\n---\n".join(
+                json.dumps(d) for d in emulator_policy(self.gcs_host)))
+        with self._timed("operator"):
+            wait_for(self._operator_ready, 180, "the operator Deployment's replicas ready")
+            self.say(f"operator: the Deployment {OPERATOR_NAMESPACE}/{OPERATOR_DEPLOYMENT} (operator image) "
+                     "on the node")
+        self._on_node.enter_context(self.node.services_from_host())
+        self.standin = NodeServingStandin(self.kubeconfig).start()
+        self.ingress = Ingress(self.kubeconfig, self.standin, port=self.ingress_port).start()
+        self.say(f"stand-ins: Knative Serving's controllers (revisions as Deployments on the node), "
+                 f"ingress on {self.ingress.url}")
+        return self
+
+    def _operator_ready(self) -> bool:
+        deployment = self.kubectl.get("-n", OPERATOR_NAMESPACE, "deployment", OPERATOR_DEPLOYMENT) or {}
+        status, spec = deployment.get("status") or {}, deployment.get("spec") or {}
+        return bool(spec) and status.get("readyReplicas") == spec.get("replicas") \
+            and status.get("updatedReplicas") == spec.get("replicas")
+
     def stop(self) -> None:
         """Stop everything (ingress, revision processes, operator, GCS, control plane); one part failing
         to stop does not keep the others running."""
-        if self.standin is not None:
+        if isinstance(self.standin, ServingStandin):
             self._pids.update(self.standin.all_pids())
         parts: list[Callable[[], None]] = [
             part.stop for part in (self.ingress, self.standin, self.operator, self.emulator, self.knative,
                                    self.cluster)
             if part is not None
         ]
+        parts.append(self._on_node.close)
         errors = []
         for stop_part in parts:
             try:
@@ -187,11 +306,15 @@ class Walkthrough:
 
     @property
     def kubeconfig(self) -> Path:
+        if self.node is not None:
+            return self.node.kubeconfig
         assert self.cluster is not None
         return self.cluster.kubeconfig
 
     @property
     def kubectl(self) -> Kubectl:
+        if self.node is not None:
+            return Kubectl(self.node.kubeconfig, self.node.layout.workdir / "kubectl-cache")
         assert self.cluster is not None
         return self.cluster.kubectl
 
@@ -204,6 +327,9 @@ class Walkthrough:
         self._pids.add(self.knative.proc.pid)
         self.say(f"installed: Knative Serving {self.knative.version}'s CRDs and admission webhook "
                  "(+ Istio's VirtualService CRD)")
+        self.install_product()
+
+    def install_product(self) -> None:
         install(self.kubectl)
         self.say("installed: crds/, deploy/")
         # The demo cluster has Istio (the ingress stand-in): the operator's ingress mode is istio.
@@ -222,9 +348,14 @@ class Walkthrough:
             subprocess.run([sys.executable, str(EXAMPLES / "build_model_store.py"), str(stores / name),
                             "--version", version], check=True, capture_output=True, text=True)
         port = free_port()
-        self.gcs_host = f"http://127.0.0.1:{port}"
-        argv = [str(VENV_BIN / "gcp-storage-emulator"), "start", "--host", "127.0.0.1", "--port", str(port),
+        address = "127.0.0.1" if self.node is None else str(self.node.ns.address.ip)  # where pods reach it
+        self.gcs_host = f"http://{address}:{port}"
+        argv = [str(VENV_BIN / "gcp-storage-emulator"), "start", "--host", address, "--port", str(port),
                 "-M", "-q"]
+        if self.node is not None:
+            from e2e.node.components import in_namespace
+
+            argv = in_namespace(self.node.ns, argv)
         self.emulator = emulator = LoggedProcess(argv, self.workdir / "logs" / "gcs.log")
         self._pids.add(emulator.process.pid)
         wait_for(lambda: emulator.alive() and http_ok(f"{self.gcs_host}/storage/v1/b?project=demo"), 30,
@@ -288,10 +419,14 @@ class Walkthrough:
         """What the isvc, ksvc and revision pods say (for failure messages)."""
         parts = [self.kubectl("get", "-n", namespace, f"isvc,{KNATIVE_SERVICES}", "-o", "yaml",
                               check=False).stdout[-3000:]]
-        if self.standin is not None:
+        if isinstance(self.standin, ServingStandin):
             for (ns, revision), pod in sorted(self.standin.pods.items()):
                 if ns == namespace:
                     parts.append(f"revision {revision}: {pod.state} {pod.message}\n{pod.log_tail()}")
+        if self.node is not None:
+            parts.append(self.kubectl("get", "pods", "-n", namespace, "-o", "wide", check=False).stdout)
+            parts.append(self.kubectl("logs", "-n", OPERATOR_NAMESPACE, f"deployment/{OPERATOR_DEPLOYMENT}",
+                                      "--tail=20", check=False).stdout)
         if self.operator is not None:
             parts.append(f"--- operator log ---\n{tail(self.operator.log, 20)}")
         return "\n".join(parts)
@@ -468,7 +603,9 @@ def print_usage(env: Walkthrough, request: Path) -> None:
         f'  curl -H "Host: ${{SERVICE_HOSTNAME}}" {url}:explain -d @{request}',
         f"  kubectl apply -n {NAMESPACE} -f {EXAMPLES / 'canary.yaml'}  # the canary: 20% to v2",
         "",
-        f"SERVICE_HOSTNAME is {host} now. Revision processes and their logs: {env.workdir / 'pods'}",
+        f"SERVICE_HOSTNAME is {host} now. " + (
+            f"Revision pods: kubectl get pods -n {NAMESPACE}" if env.node is not None
+            else f"Revision processes and their logs: {env.workdir / 'pods'}"),
         "Ctrl-C stops everything.",
     ]
     print("\n".join(lines), flush=True)
@@ -480,6 +617,9 @@ def main(argv: list[str] | None = None) -> int:
                         "exit 0 only when every output is as the seed says")
     parser.add_argument("--ingress-port", type=int, default=None, help="the ingress's loopback port")
     parser.add_argument("--canary-requests", type=int, default=CANARY_REQUESTS)
+    parser.add_argument("--pods", choices=(AUTO, NODE, PROCESSES), default=AUTO,
+                        help="where the pods run: the real node (e2e/node/) when it can start, else local "
+                        "processes (auto, the default), or either one")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C, even where SIGINT was ignored
@@ -487,7 +627,14 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     sweep_stale_workdirs(WORKDIR_PREFIX)  # of demos that were SIGKILLed (their processes died with them)
     workdir = owned_workdir(WORKDIR_PREFIX)
-    env = Walkthrough(workdir, ingress_port=args.ingress_port)
+    try:
+        node, mode_line = start_demo_node(args.pods, WALKTHROUGH_CPU + (CANARY_CPU if args.check else 0))
+    except NodeUnavailable as exc:
+        print(f"demo: {exc}", file=sys.stderr, flush=True)
+        shutil.rmtree(workdir, ignore_errors=True)
+        return 1
+    print(mode_line, flush=True)
+    env = Walkthrough(workdir, ingress_port=args.ingress_port, node=node)
     steps: Steps | None = None
     failed_setup = False
     try:
@@ -515,6 +662,8 @@ def main(argv: list[str] | None = None) -> int:
         except RuntimeError as exc:
             failed_setup = True
             print(f"demo: {exc}", file=sys.stderr, flush=True)
+        if node is not None:
+            node.stop()
         left = env.leftover_pids()
         if left:
             print(f"demo: processes left behind: {left}", file=sys.stderr)

@@ -34,14 +34,13 @@ from e2e.knative.webhook import install_crds
 from e2e.localkube import Kubectl
 from e2e.node.components import NodeError
 from e2e.node.node import RealNode, start_node
-from e2e.node.workloads import gcs_emulator, node_kubectl
+from e2e.node.workloads import emulator_policy, gcs_emulator, node_kubectl
 from e2e.processes import install_signal_handlers
 
 NODE_IMAGES = ("pause", "storage-initializer", "runtime", "operator")
 OPERATOR_DEPLOYMENT = "torch-isvc-operator"
 OPERATOR_LABEL = "app.kubernetes.io/name=torch-isvc-operator"
 LEASE = "torch-isvc-operator"
-EMULATOR_POLICY = "torch-isvc-test-storage-emulator"
 
 
 def start_or_fail(images: tuple[str, ...]) -> RealNode:
@@ -68,33 +67,6 @@ def node() -> Iterator[RealNode]:
 def gcs_in_node(node: RealNode, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with gcs_emulator(node, tmp_path_factory.mktemp("gcs")) as endpoint:
         yield endpoint
-
-
-def emulator_policy(endpoint: str) -> list[dict[str, Any]]:
-    """The MutatingAdmissionPolicy (admissionregistration.k8s.io/v1) and its binding that set
-    STORAGE_EMULATOR_HOST on storage-initializer init containers of new pods."""
-    env = f'Object.spec.initContainers.env{{name: "STORAGE_EMULATOR_HOST", value: {json.dumps(endpoint)}}}'
-    policy = {
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingAdmissionPolicy",
-        "metadata": {"name": EMULATOR_POLICY},
-        "spec": {
-            "matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"],
-                                                    "operations": ["CREATE"], "resources": ["pods"]}]},
-            "matchConditions": [{"name": "has-storage-initializer", "expression":
-                                 "has(object.spec.initContainers) && "
-                                 "object.spec.initContainers.exists(c, c.name == 'storage-initializer')"}],
-            "failurePolicy": "Fail",
-            "reinvocationPolicy": "Never",
-            "mutations": [{"patchType": "ApplyConfiguration", "applyConfiguration": {"expression": (
-                "Object{spec: Object.spec{initContainers: [Object.spec.initContainers{"
-                f'name: "storage-initializer", env: [{env}]}}]}}}}')}}],
-        },
-    }
-    binding = {
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingAdmissionPolicyBinding",
-        "metadata": {"name": EMULATOR_POLICY}, "spec": {"policyName": EMULATOR_POLICY},
-    }
-    return [policy, binding]
 
 
 def operator_manifest() -> list[dict[str, Any]]:

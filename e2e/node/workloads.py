@@ -30,6 +30,7 @@ EXAMPLE_PREFIX = "models/torchserve/image_classifier"
 # The example's predictor requests 1 CPU; the node has 2: a second predictor beside it asks for less.
 SMALL_RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}
 BAD_STORAGE_URI = "gs://no-such-bucket/model"
+EMULATOR_POLICY = "torch-isvc-test-storage-emulator"
 
 
 def node_kubectl(node: RealNode) -> Kubectl:
@@ -149,3 +150,30 @@ def _upload_model_store(endpoint: str, store: Path, emulator: subprocess.Popen[b
             time.sleep(0.2)
     for path in sorted(p for p in store.rglob("*") if p.is_file()):
         bucket.blob(f"{EXAMPLE_PREFIX}/{path.relative_to(store).as_posix()}").upload_from_filename(path)
+
+
+def emulator_policy(endpoint: str) -> list[dict[str, Any]]:
+    """The MutatingAdmissionPolicy (admissionregistration.k8s.io/v1) and its binding that set
+    STORAGE_EMULATOR_HOST on storage-initializer init containers of new pods."""
+    env = f'Object.spec.initContainers.env{{name: "STORAGE_EMULATOR_HOST", value: {json.dumps(endpoint)}}}'
+    policy = {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingAdmissionPolicy",
+        "metadata": {"name": EMULATOR_POLICY},
+        "spec": {
+            "matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"],
+                                                    "operations": ["CREATE"], "resources": ["pods"]}]},
+            "matchConditions": [{"name": "has-storage-initializer", "expression":
+                                 "has(object.spec.initContainers) && "
+                                 "object.spec.initContainers.exists(c, c.name == 'storage-initializer')"}],
+            "failurePolicy": "Fail",
+            "reinvocationPolicy": "Never",
+            "mutations": [{"patchType": "ApplyConfiguration", "applyConfiguration": {"expression": (
+                "Object{spec: Object.spec{initContainers: [Object.spec.initContainers{"
+                f'name: "storage-initializer", env: [{env}]}}]}}}}')}}],
+        },
+    }
+    binding = {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingAdmissionPolicyBinding",
+        "metadata": {"name": EMULATOR_POLICY}, "spec": {"policyName": EMULATOR_POLICY},
+    }
+    return [policy, binding]
