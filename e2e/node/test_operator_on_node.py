@@ -16,6 +16,8 @@ the isvc. When the node cannot start, they fail with the reason: they never skip
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -32,7 +34,15 @@ from e2e.installation import OPERATOR_NAMESPACE
 from e2e.localkube import Kubectl
 from e2e.node.conftest import OperatorOnNode
 from e2e.node.node import RealNode
-from e2e.node.workloads import http_inside, node_kubectl, service_ip, uids_of, wait_for, with_bad_storage_uri
+from e2e.node.workloads import (
+    http_inside,
+    node_kubectl,
+    pod_pids,
+    service_ip,
+    uids_of,
+    wait_for,
+    with_bad_storage_uri,
+)
 
 NAMESPACE = "serving"
 ISVC = "torchserve"
@@ -196,6 +206,42 @@ def test_deleting_the_active_operator_pod_hands_over_within_30_seconds_writing_n
     gone = kubectl.get("-n", OPERATOR_NAMESPACE, "pod", active) is None
     print(f"operator failover: the deleted pod {'gone' if gone else 'still terminating'}"
           f" {time.monotonic() - began:.1f} s after its deletion", file=sys.stderr)
+
+
+def test_killing_the_active_operator_with_sigkill_hands_over_within_30_seconds_writing_nothing_twice(
+    node: RealNode, served: Served, operator_on_node: OperatorOnNode
+) -> None:
+    """No SIGTERM, no release of the Lease: the standby takes it once the dead holder's record has not
+    changed for leaseDurationSeconds (15 s) on its own clock; the killed container restarts in its pod as a
+    standby."""
+    kubectl = served.kubectl
+    wait_for("the isvc Ready and both operator replicas ready", lambda: condition(
+        isvc_of(kubectl, NAMESPACE, ISVC), "Ready").get("status") == "True"
+        and len(operator_on_node.ready_pods()) == 2, 120, node, NAMESPACE)
+    before = operator_writes(kubectl)
+    active = operator_on_node.holder()
+    [pod] = [p for p in operator_on_node.pods() if p["metadata"]["name"] == active]
+    [standby] = [p["metadata"]["name"] for p in operator_on_node.pods() if p["metadata"]["name"] != active]
+    [pid] = pod_pids(node, pod["metadata"]["uid"], b"isvc_operator")
+    began = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+    wait_for("the standby to hold the Lease", lambda: operator_on_node.holder() == standby, 30, node,
+             OPERATOR_NAMESPACE, interval=0.1)
+    takeover = time.monotonic() - began
+    print(f"operator hard-kill failover: SIGKILL -> standby holds the Lease: {takeover:.1f} s",
+          file=sys.stderr)
+    assert takeover <= 30
+    wait_for("the new leader's reconcile of every isvc",
+             lambda: f"reconciled {NAMESPACE}/{ISVC} (raw): no changes" in operator_on_node.log(standby),
+             30, node, OPERATOR_NAMESPACE)
+    assert operator_writes(kubectl) == before
+    restarted = wait_for("the killed container restarted in its pod, ready", lambda: (
+        p := kubectl.get("-n", OPERATOR_NAMESPACE, "pod", active)) and p["status"]["containerStatuses"][0][
+        "restartCount"] >= 1 and active in operator_on_node.ready_pods() and p, 90, node, OPERATOR_NAMESPACE)
+    last = restarted["status"]["containerStatuses"][0]["lastState"]["terminated"]
+    assert last["exitCode"] == 137, last  # 128 + SIGKILL
+    assert operator_on_node.holder() == standby
+    assert "reconciled" not in operator_on_node.log(active)  # the restarted container's log: a standby's
 
 
 def test_a_bad_storage_uri_reaches_the_isvc_conditions_with_the_init_containers_message_within_60_seconds(

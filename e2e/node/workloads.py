@@ -94,10 +94,10 @@ def http_inside(node: RealNode, url: str, body: bytes | None = None) -> tuple[in
     return int(status or 0), text.strip()
 
 
-def uids_of(node: RealNode, marker: bytes) -> set[int]:
-    """UIDs of the processes in the node's cgroups whose command line holds ``marker`` (from the host's
-    /proc: the containers' processes are the host's, in namespaces of their own)."""
-    uids = set()
+def node_processes(node: RealNode, marker: bytes) -> Iterator[tuple[int, str, str]]:
+    """(pid, /proc/PID/cgroup, /proc/PID/status) of the processes in the node's cgroups whose command line
+    holds ``marker`` (from the host's /proc: the containers' processes are the host's, in namespaces of their
+    own)."""
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
@@ -108,8 +108,19 @@ def uids_of(node: RealNode, marker: bytes) -> set[int]:
         except OSError:
             continue
         if marker in cmdline and node.layout.cgroup_root in cgroup:
-            uids |= {int(line.split()[1]) for line in status.splitlines() if line.startswith("Uid:")}
-    return uids
+            yield int(proc.name), cgroup, status
+
+
+def uids_of(node: RealNode, marker: bytes) -> set[int]:
+    """UIDs of the node's processes whose command line holds ``marker``."""
+    return {int(line.split()[1]) for _, _, status in node_processes(node, marker)
+            for line in status.splitlines() if line.startswith("Uid:")}
+
+
+def pod_pids(node: RealNode, pod_uid: str, marker: bytes) -> list[int]:
+    """PIDs (the host's) of the processes of pod ``pod_uid`` whose command line holds ``marker``: the
+    kubelet's cgroupfs driver puts a pod's containers under ``.../pod<uid>/``."""
+    return [pid for pid, cgroup, _ in node_processes(node, marker) if f"/pod{pod_uid}/" in cgroup]
 
 
 @contextlib.contextmanager
