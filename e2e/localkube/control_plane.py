@@ -132,6 +132,9 @@ class ControlPlane:
     controllers: tuple[str, ...] = CONTROLLERS
     apiserver_flags: Flags = field(default_factory=dict)
     controller_manager_flags: Flags = field(default_factory=dict)
+    # The controller manager's client certificate groups: system:masters by default (as in envtest); a node
+    # gives () and --use-service-account-credentials, so that the bootstrap RBAC of Kubernetes applies.
+    controller_manager_groups: tuple[str, ...] = ("system:masters",)
     apiserver_addresses: tuple[str, ...] = ()
     components: tuple[Component, ...] = ()
     manifests: tuple[Path, ...] = ()
@@ -327,8 +330,9 @@ class ControlPlane:
 
     def _controller_manager_flags(self, port: int) -> dict[str, str | None]:
         d = self.workdir
-        # Its own identity (also in system:masters, as in envtest).
-        kubeconfig = str(self.client_kubeconfig("kcm", "system:kube-controller-manager", ("system:masters",)))
+        # Its own identity (in system:masters unless controller_manager_groups says otherwise).
+        kubeconfig = str(self.client_kubeconfig("kcm", "system:kube-controller-manager",
+                                                self.controller_manager_groups))
         return {
             "--kubeconfig": kubeconfig,
             "--authentication-kubeconfig": kubeconfig,

@@ -69,12 +69,13 @@ class Process:
 class NodeComponents:
     """containerd + kubelet + kube-proxy + kube-scheduler of one node.
 
-    ``kubeconfig`` reaches the apiserver from inside the namespace; ``client_ca_file`` is the CA the
-    apiserver's client certificates are signed by (the kubelet trusts it for logs and exec)."""
+    ``kubeconfigs`` reach the apiserver from inside the namespace, one per component, each with the identity
+    Kubernetes' bootstrap RBAC expects (``node_identities``); ``client_ca_file`` is the CA the apiserver's
+    client certificates are signed by (the kubelet trusts it for logs and exec)."""
 
     ns: NetworkNamespace
     layout: NodeLayout
-    kubeconfig: Path
+    kubeconfigs: dict[str, Path]
     client_ca_file: Path
     images: tuple[str, ...] = ("pause",)
     startup_timeout: float = 60.0
@@ -106,7 +107,7 @@ class NodeComponents:
         self._spawn("kubelet", [
             str(self._binaries["kubelet"]),
             f"--config={self.layout.workdir / 'kubelet.json'}",
-            f"--kubeconfig={self.kubeconfig}",
+            f"--kubeconfig={self.kubeconfigs['kubelet']}",
             f"--root-dir={self.layout.kubelet_root}",
             f"--cert-dir={self.layout.workdir / 'kubelet-pki'}",
             f"--hostname-override={self.layout.name}",
@@ -116,9 +117,9 @@ class NodeComponents:
                                    f"--config={self.layout.workdir / 'kube-proxy.json'}"])
         self._spawn("kube-scheduler", [
             str(self._binaries["kube-scheduler"]),
-            f"--kubeconfig={self.kubeconfig}",
-            f"--authentication-kubeconfig={self.kubeconfig}",
-            f"--authorization-kubeconfig={self.kubeconfig}",
+            f"--kubeconfig={self.kubeconfigs['kube-scheduler']}",
+            f"--authentication-kubeconfig={self.kubeconfigs['kube-scheduler']}",
+            f"--authorization-kubeconfig={self.kubeconfigs['kube-scheduler']}",
             "--bind-address=127.0.0.1",
             "--leader-elect=false",
         ])
@@ -202,7 +203,8 @@ class NodeComponents:
         (d / "containerd.toml").write_text(configs.containerd_config(layout))
         (layout.cni_conf_dir / "10-torch-isvc-node.conflist").write_text(configs.cni_config(layout))
         (d / "kubelet.json").write_text(configs.kubelet_config(layout, client_ca_file=self.client_ca_file))
-        (d / "kube-proxy.json").write_text(configs.kube_proxy_config(layout, kubeconfig=self.kubeconfig))
+        proxy = configs.kube_proxy_config(layout, kubeconfig=self.kubeconfigs["kube-proxy"])
+        (d / "kube-proxy.json").write_text(proxy)
 
     def _ctr_argv(self, *args: str) -> list[str]:
         socket = str(self.layout.containerd_socket)

@@ -51,6 +51,9 @@ NODE_CONTROLLERS = (
     "ttl-after-finished-controller",
     "job-controller",
 )
+# Apiserver flags of a node: the Node authorizer before RBAC and the NodeRestriction admission plugin, so that
+# a kubelet may touch only its own Node and the objects of its own pods.
+NODE_AUTHORIZATION = {"--authorization-mode": "Node,RBAC", "--enable-admission-plugins": "NodeRestriction"}
 _CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -93,10 +96,11 @@ class RealNode:
             raise NodeError(f"kubectl {' '.join(args)} failed: {done.stderr.strip()}")
         return done
 
-    def run_inside(self, argv: Sequence[str], timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    def run_inside(self, argv: Sequence[str], timeout: float = 60.0, input: str | None = None
+                   ) -> subprocess.CompletedProcess[str]:
         """``argv`` in the node's network namespace (where pods and Services are reachable)."""
         return subprocess.run(in_namespace(self.ns, argv), capture_output=True, text=True, timeout=timeout,
-                              check=False)
+                              check=False, input=input)
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -135,6 +139,18 @@ class RealNode:
         if self.store_lock is not None:
             os.close(self.store_lock)
             self.store_lock = None
+
+
+def node_identities(node_name: str) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Each node component's user and groups, as Kubernetes' bootstrap RBAC and the Node authorizer know them
+    (plugin/pkg/auth/authorizer/rbac/bootstrappolicy/policy.go: system:node-proxier is bound to
+    system:kube-proxy, system:kube-scheduler to its user; the Node authorizer serves system:node:<name> in
+    system:nodes). None is in system:masters."""
+    return {
+        "kubelet": (f"system:node:{node_name}", ("system:nodes",)),
+        "kube-proxy": ("system:kube-proxy", ()),
+        "kube-scheduler": ("system:kube-scheduler", ()),
+    }
 
 
 def _claim_image_store() -> int | None:
@@ -183,11 +199,15 @@ def start_node(images: Sequence[str] = ("pause",), ready_timeout: float = 60.0) 
             "--service-cluster-ip-range": str(SERVICE_CIDR),
             "--endpoint-reconciler-type": "lease",  # pods reach it through the "kubernetes" Service
             "--kubelet-preferred-address-types": "InternalIP",  # the node's name does not resolve
+            **NODE_AUTHORIZATION,
         },
+        # Not in system:masters: its own user, each controller with its ServiceAccount's token.
+        controller_manager_groups=(),
         controller_manager_flags={"--service-cluster-ip-range": str(SERVICE_CIDR),
-                                  "--horizontal-pod-autoscaler-sync-period": "5s"},
+                                  "--horizontal-pod-autoscaler-sync-period": "5s",
+                                  "--use-service-account-credentials": "true"},
     )
-    components = NodeComponents(ns, layout, Path(), Path(), images=tuple(images))
+    components = NodeComponents(ns, layout, {}, Path(), images=tuple(images))
     node = RealNode(ns, layout, control_plane, components, store_lock=store_lock)
     try:
         with _thread_in(ns):
@@ -197,7 +217,9 @@ def start_node(images: Sequence[str] = ("pause",), ready_timeout: float = 60.0) 
         node.kubeconfig.write_text(control_plane.kubeconfig.read_text().replace(
             control_plane.server, f"https://{address}:{port}"))
         node.kubeconfig.chmod(0o600)
-        components.kubeconfig = control_plane.kubeconfig
+        components.kubeconfigs = {
+            component: control_plane.client_kubeconfig(component, user, groups)
+            for component, (user, groups) in node_identities(layout.name).items()}
         components.client_ca_file = control_plane.ca_file
         components.start()
         node.wait_ready(ready_timeout)
