@@ -174,6 +174,63 @@ def test_a_spec_change_makes_a_second_revision_moves_the_traffic_to_it_and_scale
     assert kubectl.get("-n", NAMESPACE, "deployment", deployment_name(SECOND))["spec"]["replicas"] == 1
 
 
+def echo_service(env: str) -> dict[str, Any]:
+    """A Knative Service of a small HTTP server (the storage-initializer image: python, no torch) serving
+    the image's /src; ``env`` makes each template different."""
+    return {
+        "apiVersion": "serving.knative.dev/v1", "kind": "Service",
+        "metadata": {"name": "echo", "namespace": NAMESPACE},
+        "spec": {"template": {"spec": {"containers": [{
+            "name": "http", "image": "docker.io/torch-isvc/storage-initializer:0.1.0",
+            "command": ["python", "-m", "http.server", "8080", "--directory", "/src"],
+            "env": [{"name": "VERSION", "value": env}],
+            "ports": [{"containerPort": 8080}],
+            "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
+        }]}}},
+    }
+
+
+def test_a_revision_scaled_to_zero_is_scaled_back_up_when_the_traffic_names_it_again(
+    node: RealNode, knative: KnativeOnNode
+) -> None:
+    kubectl = knative.kubectl
+
+    def get(path: str) -> Answer:
+        knative.ingress.update_routes()
+        answer = httpx.get(f"{knative.ingress.url}{path}", headers={"Host": f"echo.{NAMESPACE}.example.com"},
+                           timeout=150, trust_env=False)
+        return Answer(answer.status_code, answer.text, answer.headers.get(REVISION_HEADER, ""))
+
+    def echo() -> dict[str, Any]:
+        return kubectl.get("-n", NAMESPACE, "ksvc", "echo") or {}
+
+    def replicas(revision: str) -> int:
+        return int(kubectl.get("-n", NAMESPACE, "deployment", deployment_name(revision))["spec"]["replicas"])
+
+    kubectl("apply", "-f", "-", input=json.dumps(echo_service("1")))
+    wait_for("echo-00001 routed", lambda: routed(echo()) == [("echo-00001", 100)], 90, node, NAMESPACE)
+    first = get("/pyproject.toml")
+    assert (first.status, first.revision) == (200, "echo-00001"), first
+    kubectl("apply", "-f", "-", input=json.dumps(echo_service("2")))
+    wait_for("echo-00002 routed and echo-00001 at 0 replicas",
+             lambda: routed(echo()) == [("echo-00002", 100)] and replicas("echo-00001") == 0, 90, node,
+             NAMESPACE)
+    began = time.monotonic()
+    kubectl("patch", "ksvc", "echo", "-n", NAMESPACE, "--type=merge", "-p",
+            json.dumps({"spec": {"traffic": [{"revisionName": "echo-00001", "percent": 100}]}}))
+    wait_for("echo-00001 routed again and at 1 replica",
+             lambda: routed(echo()) == [("echo-00001", 100)] and replicas("echo-00001") == 1, 60, node,
+             NAMESPACE)
+    answer = get("/pyproject.toml")  # held by the ingress until the revision's pod is ready again
+    print(f"a revision at 0 replicas named again -> its answer: {time.monotonic() - began:.1f} s",
+          file=sys.stderr)
+    assert (answer.status, answer.revision) == (200, "echo-00001"), answer
+    assert "torch-isvc" in answer.body
+    assert replicas("echo-00002") == 1  # the latest revision keeps its replica
+    assert (f"{NAMESPACE}/echo-00001", 1) in knative.standin.scaled
+    kubectl("delete", "ksvc", "echo", "-n", NAMESPACE)
+
+
 def test_a_bad_storage_uri_fails_the_revision_with_the_init_containers_message(
     node: RealNode, knative: KnativeOnNode
 ) -> None:
