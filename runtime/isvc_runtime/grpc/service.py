@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import grpc
@@ -61,9 +61,9 @@ def status_code(http_status: int) -> grpc.StatusCode:
     return STATUS_CODES.get(http_status, grpc.StatusCode.INTERNAL)
 
 
-def call_request_id(context: aio.ServicerContext) -> str:
+def call_request_id(metadata: Mapping[str, Any]) -> str:
     """The call's request id: the client's ``x-request-id`` metadata when it is a plain token, else new."""
-    given = dict(context.invocation_metadata() or ()).get(REQUEST_ID_KEY)
+    given = metadata.get(REQUEST_ID_KEY)
     return checked_request_id(given.encode() if isinstance(given, str) else None)
 
 
@@ -100,11 +100,11 @@ class InferenceService:
         protobuf.encode_tensor_metadata(message.outputs, metadata.outputs)
         return message
 
-    async def ModelInfer(self, request: Any, context: aio.ServicerContext, request_id: str) -> Any:
+    async def ModelInfer(self, request: Any, metadata: Mapping[str, Any], request_id: str) -> Any:
+        """``metadata``: the call's invocation metadata, the headers a REST inference passes on."""
         name, version = request.model_name, request.model_version or None
         self.dataplane.ready_model(name, version)
         inference = protobuf.decode_request(request)
-        metadata = dict(context.invocation_metadata() or ())
         answer = await self.dataplane.infer(name, inference, metadata, request_id, version)
         return protobuf.encode_response(answer, raw=protobuf.is_raw(request))
 
@@ -135,13 +135,14 @@ def _unary(method: Method, message_type: type[Any], label: str, model_field: str
                 request = protobuf.parse(message_type, data)
                 model = getattr(request, model_field) if model_field else None
                 return (await method(request, context)).SerializeToString()
-            request_id = call_request_id(context)
+            metadata = dict(context.invocation_metadata() or ())  # read once: it is built on each call
+            request_id = call_request_id(metadata)
             context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
             if payload_logger is not None:  # as received, whether or not it parses (as REST's)
                 payload_logger.log_request(request_id, grpc_frame(data), GRPC_CONTENT_TYPE)
             request = protobuf.parse(message_type, data)
             model = getattr(request, model_field) if model_field else None
-            answer = (await method(request, context, request_id)).SerializeToString()
+            answer = (await method(request, metadata, request_id)).SerializeToString()
             if payload_logger is not None:
                 payload_logger.log_response(request_id, grpc_frame(answer), GRPC_CONTENT_TYPE)
             return answer
