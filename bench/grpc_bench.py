@@ -1,6 +1,7 @@
 """MNIST over gRPC, paired: our runtime against KServe 0.21's own Python server, v2 gRPC beside v2 REST.
 
-    .venv/bin/python bench/grpc_bench.py [--rounds 4] [--seconds 4] [--quick]
+    .venv/bin/python bench/grpc_bench.py [--rounds 4] [--seconds 4] [--quick] [--concurrency 1 32]
+    .venv/bin/python bench/grpc_bench.py --baseline OTHER_CHECKOUT [--candidate DIR] [--concurrency 32]
 
 Both servers serve the example's network (ours: the seed's store; KServe: the ``kserve.Model`` of
 bench/kserve_anchor/server.py) and answer the Open Inference Protocol over REST and over gRPC from one
@@ -24,7 +25,13 @@ over KServe's best gRPC setting (issue 16's goal: >= 2 and <= 0.5), ``grpc_defau
 ``grpc_default_c32_p99_ratio`` = ours default over KServe's default; the c1 and REST ones beside them; and
 the load generators' ceilings (requests/s one core of each drives at the CPU it spent per request, and
 the largest share of a core it took), so that neither is the bottleneck unseen. Writes its section of
-bench/results.md (unless --no-results); the LAST line is one JSON object.
+bench/results.md (unless --no-results or --concurrency leaves out c1 or c32); the LAST line is one JSON
+object.
+
+With ``--baseline`` (another checkout, holding ``runtime/``) it pairs our gRPC with itself instead, no
+KServe: this checkout's runtime (or ``--candidate``'s) against the baseline's, each in the default and the
+tuned setup, as bench/http_layer_bench.py does for HTTP; the LAST line holds the ratios this / baseline
+(``{setup}_c{N}_ratio`` for req/s, ``_p50_ratio``, ``_p99_ratio``); results.md is left alone.
 """
 
 from __future__ import annotations
@@ -43,10 +50,14 @@ import peers
 import serving_bench
 import serving_grpc
 import serving_load
+import serving_report
 
 REPORT = paired.Report.of(__file__, "MNIST v2 gRPC and REST, paired: ours vs KServe 0.21's Python server")
 REST_PATH = "/v2/models/mnist/infer"
+THIS_CHECKOUT = Path(__file__).resolve().parents[1]
 log = serving_bench.log
+# Our two setups: name -> runtime flags
+OUR_SETUPS: dict[str, tuple[str, ...]] = {"default": (), "tuned": serving_bench.OURS_TUNED_ARGS}
 
 
 def kserve_candidates(threads: Sequence[str]) -> dict[str, int | None]:
@@ -114,8 +125,9 @@ def generator_load(measured: Mapping[int, Sequence[paired.Round]], sides: Sequen
 def key_ratios(
     measured: dict[int, list[paired.Round]], best: str | None, sides: Sequence[str]
 ) -> dict[str, Any]:
-    c32, c1 = measured[32], measured[1]
     best_side = f"{best}_grpc" if best else None
+
+    c32, c1 = measured.get(32, []), measured.get(1, [])
 
     def ratio(rounds: list[paired.Round], name: str, side: str, reference: str | None) -> float | None:
         return peers.ratio(rounds, name, side, reference)["ratio"] if reference else None
@@ -154,23 +166,85 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         __doc__ or "", rounds=4, seconds=4.0, warmup=3.0, quick=(1, 2.0, 1.0), start_timeout=90.0
     )
     parser.add_argument(
+        "--concurrency", type=int, nargs="+", default=[1, 32], help="connections of the load (default: 1 32)"
+    )
+    parser.add_argument(
+        "--baseline", type=Path, help="pair this checkout's gRPC with this other checkout's (holds runtime/)"
+    )
+    parser.add_argument(
+        "--candidate",
+        type=Path,
+        default=THIS_CHECKOUT,
+        help="with --baseline: the checkout measured against it (default: this one)",
+    )
+    parser.add_argument(
         "--kserve-threads",
         nargs="+",
         default=["default", "1"],
         help="OMP_NUM_THREADS values tried for KServe's gRPC ('default': not set)",
     )
-    return paired.parse(parser, argv)
+    args = paired.parse(parser, argv)
+    for checkout in filter(None, (args.baseline, args.candidate)):
+        if not (checkout / "runtime" / "isvc_runtime").is_dir():
+            parser.error(f"{checkout}/runtime holds no isvc_runtime package")
+    return args
+
+
+def baseline_sides(
+    work: Path, checkouts: Mapping[str, Path]
+) -> tuple[dict[str, paired.Side], dict[str, str]]:
+    """Our gRPC side per checkout (name -> checkout) and setup, each server running its checkout's runtime."""
+    store, _ = serving_bench.build_stores(work, torchserve=False)
+    body, ok = grpc_body(work), serving_grpc.answer_is([serving_bench.EXPECTED_DIGIT])
+    sides: dict[str, paired.Side] = {}
+    labels: dict[str, str] = {}
+    for setup, flags in OUR_SETUPS.items():
+        for name, checkout in checkouts.items():
+            server = serving_bench.our_server(f"{name}_{setup}", work, store, flags, grpc=True)
+            server.env["PYTHONPATH"] = str((checkout / "runtime").resolve())
+            sides[f"{name}_{setup}_grpc"] = paired.Side(server, serving_grpc.METHOD, body, ok, grpc=True)
+            labels[f"{name}_{setup}_grpc"] = f"{name} ({checkout}), ours {setup}, gRPC"
+    return sides, labels
+
+
+def baseline_ratios(measured: Mapping[int, Sequence[paired.Round]]) -> dict[str, float | None]:
+    """This / baseline per setup and concurrency: req/s, p50 and p99 (medians of the per-round ratios)."""
+
+    def ratio(rounds: Sequence[paired.Round], metric: str, setup: str) -> float | None:
+        return peers.ratio(rounds, metric, f"this_{setup}_grpc", f"baseline_{setup}_grpc")["ratio"]
+
+    return {
+        f"{setup}_c{c}_{key}": ratio(rounds, metric, setup)
+        for c, rounds in measured.items()
+        for setup in OUR_SETUPS
+        for metric, key in (("rps", "ratio"), ("p50_ms", "p50_ratio"), ("p99_ms", "p99_ratio"))
+    }
+
+
+def main_baseline(args: argparse.Namespace) -> int:
+    setup = paired.begin(log, torchserve=False, grpc=True)
+    with tempfile.TemporaryDirectory(prefix="isvc-grpc-bench-") as tmp:
+        sides, labels = baseline_sides(Path(tmp), {"this": args.candidate, "baseline": args.baseline})
+        measured = peers.measure(setup, args, sides, args.concurrency)
+    print(serving_report.text_table(peers.load_rows(measured, labels, point="v2")))
+    log(f"load average before {setup.load_before}, after {serving_bench.load_average()}")
+    print(json.dumps(baseline_ratios(measured)))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.baseline is not None:
+        return main_baseline(args)
+    if not {1, 32} <= set(args.concurrency):
+        args.no_results = True  # the section's ratios are those of c1 and c32
     setup = paired.begin(log, torchserve=False, kserve=True, grpc=True)
     candidates = kserve_candidates(args.kserve_threads)
     with tempfile.TemporaryDirectory(prefix="isvc-grpc-bench-") as tmp:
         sides, labels = build_sides(Path(tmp), candidates)
         optional = [f"{name}_grpc" for name in candidates if name != "kserve_default"]
-        measured = peers.measure(setup, args, sides, [1, 32], optional=optional)
-    best = peers.best(measured, [f"{name}_grpc" for name in candidates], 32)
+        measured = peers.measure(setup, args, sides, args.concurrency, optional=optional)
+    best = peers.best(measured, [f"{name}_grpc" for name in candidates], max(args.concurrency))
     best_server = best.removesuffix("_grpc") if best else None
     ratios = key_ratios(measured, best_server, list(sides))
     method = [
