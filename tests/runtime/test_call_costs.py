@@ -11,6 +11,7 @@ from isvc_runtime.batching.costs import (
     COMPUTE_BOUND_ROW_S,
     EXPLORE_FIRST,
     EXPLORE_MOST,
+    MARGIN,
     MERGED_CALL_BUDGET_S,
     MERGED_ROWS_FLOOR,
     CallCosts,
@@ -74,6 +75,13 @@ def test_on_contended_cores_a_compute_bound_model_goes_back_to_the_servers_count
     used = _run(costs, {1: 0.065, 2: 0.230}, EXPLORE_MOST + 20)
     assert costs.best_threads() == 1
     assert used[-10:] == [1] * 10
+
+
+def test_more_threads_that_measure_only_slightly_cheaper_are_not_taken() -> None:
+    costs = CallCosts(base_threads=1, most_threads=2)
+    used = _run(costs, {1: 0.060, 2: 0.060 / MARGIN * 1.05}, 100)
+    assert costs.best_threads() == 1
+    assert used.count(2) <= 5  # measured, then re-measured ever more rarely
 
 
 def test_a_thread_count_fixed_by_the_user_is_never_changed() -> None:

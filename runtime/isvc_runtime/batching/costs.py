@@ -35,6 +35,9 @@ MERGED_ROWS_FLOOR = 4
 COMPUTE_BOUND_ROW_S = 0.005
 # Weight of a new measurement in a thread count's running cost (exponential smoothing).
 SMOOTHING = 0.25
+# More threads are chosen only when they measure at least this much cheaper per row: on contended cores one
+# lucky call of two threads says little, and a wrong switch costs more than a missed one.
+MARGIN = 1.25
 EXPLORE_FIRST = 8
 EXPLORE_MOST = 512
 
@@ -74,11 +77,13 @@ class CallCosts:
         return base is not None and base >= COMPUTE_BOUND_ROW_S
 
     def best_threads(self) -> int:
-        """The thread count measured cheapest per row (the base count until another was measured)."""
-        if not self.compute_bound:
+        """The base count, unless the most threads measured cheaper per row by ``MARGIN``."""
+        if not self.compute_bound or len(self.choices) == 1:
             return self.base_threads
-        measured = [(self.row_seconds[t], t) for t in self.choices if t in self.row_seconds]
-        return min(measured)[1]
+        most = self.row_seconds.get(self.choices[1])
+        if most is not None and most * MARGIN < self.row_seconds[self.base_threads]:
+            return self.choices[1]
+        return self.base_threads
 
     def threads_for_call(self) -> int:
         """The thread count of the next call: the best, or an unmeasured or stale one to (re)measure."""
@@ -111,10 +116,10 @@ class CallCosts:
             self.row_seconds[threads] = known + SMOOTHING * (per_row - known)
         if threads == self._exploring:
             self._exploring = None
-            if before is not None:
-                # while re-measuring confirms the choice, measure less often
-                stands = self.best_threads() == before
-                self._explore_every = min(EXPLORE_MOST, self._explore_every * 2) if stands else EXPLORE_FIRST
+            if before is not None and self.best_threads() == before:
+                # while re-measuring confirms the choice, measure less often (a count in use is measured
+                # by every call: that it got slower shows at once, without exploring)
+                self._explore_every = min(EXPLORE_MOST, self._explore_every * 2)
 
     def merged_rows(self, budget_s: float = MERGED_CALL_BUDGET_S) -> int:
         """Rows the next merged call may take, at the cost per row of the best thread count."""
