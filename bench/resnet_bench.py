@@ -8,7 +8,7 @@ TorchServe 0.12.0 and our runtime both serve; KServe 0.21 serves the same weight
 doing the same preprocessing (bench/kserve_anchor/server.py). All setups are up side by side and the load
 rotates among them in rounds (bench/paired.py), v1 at c1, c8 and c32 with one JPEG:
 
-- ours default (no flags) and ours tuned (``RESNET_TUNED_ARGS``: batching, every core for torch);
+- ours default (no flags) and ours tuned (``RESNET_TUNED_ARGS``: batching);
 - TorchServe: its defaults (the seed's config.properties: 1 worker, job_queue_size 10), 1 worker with a queue
   that does not refuse (1000), and 2 workers with ``OMP_NUM_THREADS=1``;
 - KServe: its defaults (1 process) and ``--workers 2`` with ``OMP_NUM_THREADS=1``.
@@ -17,6 +17,14 @@ Before the load, every image's answer of ours is compared with TorchServe's on t
 KServe's, reported): every probability within 1e-4, the order only where neighbours differ by more
 (bench/resnet_workload.compare_answers). The ceiling: decode + resize + forward in-process, at batch 1 and
 at the best batch size, on all cores (bench/serving_ceiling.py), measured in the same run before the servers.
+
+A change to the runtime is measured paired against another checkout's runtime with ``--baseline CHECKOUT``
+(its default and tuned setups join as ``baseline_default`` and ``baseline_tuned``, started with
+``PYTHONPATH=CHECKOUT/runtime``) and ``--sides`` (the setups to run, e.g. ``ours_default
+baseline_default``); such a partial run writes nothing to results.md and its JSON line adds
+``ours_default_vs_baseline_default_cN`` (req/s, median of the per-round ratios; ``..._p99`` likewise) and
+the same for tuned. ``--candidate "FLAGS"`` adds ours with other flags (``ours_candidate``, e.g. a tuned
+setting being searched) and ``ours_candidate_vs_ours_tuned_cN``.
 
 Ratios: ``resnet_best_c32_ratio`` (ours tuned / the best error-free peer setup, req/s at c32, median of the
 per-round ratios), ``resnet_ceiling_fraction`` (ours tuned c32 / ceiling), ``resnet_p99_over_mean`` (ours
@@ -46,9 +54,11 @@ import serving_procs
 BENCH_DIR = Path(__file__).resolve().parent
 REPORT = paired.Report.of(__file__, "ResNet-18, paired: ours vs TorchServe and KServe")
 CPUS = len(os.sched_getaffinity(0))
-# Batching across requests and intra-op threads on every core; the batch stays small, since one ResNet-18
-# image already takes ~25 ms of a core and a larger batch only adds waiting.
-RESNET_TUNED_ARGS = ("--batch-size", "8", "--max-batch-delay", "10", "--torch-threads", str(CPUS))
+# Batching across requests; the batch stays small, since one ResNet-18 image already takes ~25 ms of two
+# cores and a larger batch only adds waiting. No --torch-threads: the runtime gives this compute-bound
+# model every core when that measures faster (runtime/isvc_runtime/batching/costs.py), where a fixed 2
+# collapsed on cores other jobs shared (0-1 req/s against 3 at a load of 8-13; results.md).
+RESNET_TUNED_ARGS = ("--batch-size", "8", "--max-batch-delay", "10")
 OURS_PATH = KSERVE_PATH = f"/v1/models/{resnet_workload.MODEL_NAME}:predict"
 TS_PATH = f"/predictions/{resnet_workload.MODEL_NAME}"
 PEERS = ("ts_default", "ts_w1", "ts_w2_omp1", "kserve_default", "kserve_w2_omp1")
@@ -74,7 +84,11 @@ def ceiling(args: argparse.Namespace, jpeg: Path) -> dict[str, float]:
     return out
 
 
-def build_sides(work: Path, body: Path) -> tuple[dict[str, paired.Side], dict[str, str]]:
+def build_sides(
+    work: Path, body: Path, baseline: Path | None = None, candidate: Sequence[str] = ()
+) -> tuple[dict[str, paired.Side], dict[str, str]]:
+    """Every setup (ours, the peers; with ``baseline``, that checkout's runtime default and tuned; with
+    ``candidate``, ours with those flags) and their labels."""
     store = resnet_workload.build_store(work / "store")
     ts_store = store / "model-store"  # the very archive ours serves
     ok = resnet_workload.answer_ok
@@ -106,6 +120,15 @@ def build_sides(work: Path, body: Path) -> tuple[dict[str, paired.Side], dict[st
             ok,
         ),
     }
+    if candidate:
+        sides["ours_candidate"] = paired.Side(
+            serving_bench.our_server("ours_candidate", work, store, candidate), OURS_PATH, body, ok
+        )
+    if baseline is not None:
+        for flags, key in (((), "baseline_default"), (RESNET_TUNED_ARGS, "baseline_tuned")):
+            server = serving_bench.our_server(key, work, store, flags)
+            server.env["PYTHONPATH"] = str(baseline / "runtime")
+            sides[key] = paired.Side(server, OURS_PATH, body, ok)
     labels = {
         "ours_default": "ours default (no flags)",
         "ours_tuned": f"ours tuned: `{' '.join(RESNET_TUNED_ARGS)}`",
@@ -114,8 +137,11 @@ def build_sides(work: Path, body: Path) -> tuple[dict[str, paired.Side], dict[st
         "ts_w2_omp1": "TorchServe: 2 workers, `OMP_NUM_THREADS=1`, job_queue_size 1000",
         "kserve_default": "KServe default: " + peers.kserve_setting(1, None),
         "kserve_w2_omp1": "KServe: " + peers.kserve_setting(2, 1),
+        "ours_candidate": f"ours candidate: `{' '.join(candidate)}`",
+        "baseline_default": f"baseline ({baseline}) default",
+        "baseline_tuned": f"baseline ({baseline}) tuned",
     }
-    return sides, labels
+    return sides, {key: label for key, label in labels.items() if key in sides}
 
 
 def kserve_model_args() -> list[str]:
@@ -130,7 +156,12 @@ def kserve_model_args() -> list[str]:
 def compare(sides: dict[str, paired.Side], jpegs: Sequence[Path], report: dict[str, list[str]]) -> None:
     """Every JPEG to ours (default), TorchServe (its defaults) and KServe (its defaults); the differences of
     ours and of KServe against TorchServe into ``report``."""
-    answers: dict[str, list[bytes]] = {side: [] for side in ("ours_default", "ts_default", "kserve_default")}
+    answers: dict[str, list[bytes]] = {
+        side: [] for side in ("ours_default", "ts_default", "kserve_default") if side in sides
+    }
+    if "ts_default" not in answers:
+        log("answers not compared: TorchServe's default is not among the sides")
+        return
     for jpeg in jpegs:
         body = resnet_workload.v1_body(jpeg)
         for side in answers:
@@ -140,10 +171,11 @@ def compare(sides: dict[str, paired.Side], jpegs: Sequence[Path], report: dict[s
                 raise RuntimeError(f"{side}: HTTP {status} for {jpeg.name}: {answer[:300]!r}")
             answers[side].append(answer)
     report["ours"] = resnet_workload.check_equal(answers, "ours_default", "ts_default")
-    report["kserve"] = resnet_workload.check_equal(answers, "kserve_default", "ts_default")
+    if "kserve_default" in answers:
+        report["kserve"] = resnet_workload.check_equal(answers, "kserve_default", "ts_default")
     log(
         f"answers vs TorchServe on {len(jpegs)} images: ours {report['ours'] or 'equal'};"
-        f" KServe {report['kserve'] or 'equal'}"
+        f" KServe {report.get('kserve', 'not compared') or 'equal'}"
     )
 
 
@@ -160,8 +192,9 @@ def key_ratios(
     p99_over_mean = [
         pair["ours_tuned"].p99_ms / pair["ours_tuned"].mean_ms
         for pair in c32
-        if pair["ours_tuned"].mean_ms > 0
+        if "ours_tuned" in pair and pair["ours_tuned"].mean_ms > 0
     ]
+    compared = "ours" in differences
     return {
         "resnet_best_c32_ratio": peers.ratio(c32, "rps", "ours_tuned", best)["ratio"] if best else None,
         "resnet_default_c32_ratio": peers.ratio(c32, "rps", "ours_default", best)["ratio"] if best else None,
@@ -172,7 +205,7 @@ def key_ratios(
         "resnet_c32_p99_ratio_vs_best_peer": peers.ratio(c32, "p99_ms", "ours_tuned", best)["ratio"]
         if best
         else None,
-        "resnet_answers_equal_torchserve": not differences.get("ours", ["not compared"]),
+        "resnet_answers_equal_torchserve": not differences["ours"] if compared else None,
         "pss_idle_ratio_vs_kserve_default": peers.memory_ratio(
             memory, "ours_default", "kserve_default", "idle"
         ),
@@ -180,7 +213,30 @@ def key_ratios(
         "pss_c32_ratio_vs_kserve_default": peers.memory_ratio(
             memory, "ours_default", "kserve_default", "c32"
         ),
+        **baseline_ratios(measured),
     }
+
+
+# (setup, reference) pairs compared at every concurrency when both were measured (partial runs)
+COMPARED = (
+    ("ours_default", "baseline_default"),
+    ("ours_tuned", "baseline_tuned"),
+    ("ours_candidate", "ours_tuned"),
+)
+
+
+def baseline_ratios(measured: dict[int, list[paired.Round]]) -> dict[str, float | None]:
+    """Ours over the baseline checkout's same setup, and the candidate over ours tuned: req/s and p99 at
+    each concurrency (where both were measured)."""
+    out: dict[str, float | None] = {}
+    for concurrency, rounds in sorted(measured.items()):
+        for side, reference in COMPARED:
+            if not any(side in pair and reference in pair for pair in rounds):
+                continue
+            for name, metric in (("", "rps"), ("_p99", "p99_ms")):
+                ratio = peers.ratio(rounds, metric, side, reference)["ratio"]
+                out[f"{side}_vs_{reference}_c{concurrency}{name}"] = ratio
+    return out
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -192,7 +248,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--ceiling-batches", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     parser.add_argument("--ceiling-seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--baseline", type=Path, help="another checkout (holds runtime/): its default and tuned setups too"
+    )
+    parser.add_argument(
+        "--sides", nargs="+", help="only these setups (ours_default, baseline_default, ...): a partial run"
+    )
+    parser.add_argument(
+        "--candidate", default="", help="flags of one more setup of ours, 'ours_candidate' (a partial run)"
+    )
     args = paired.parse(parser, argv)
+    if args.baseline is not None and not (args.baseline / "runtime" / "isvc_runtime").is_dir():
+        parser.error(f"{args.baseline}/runtime holds no isvc_runtime package")
+    if args.baseline is not None or args.sides or args.candidate:
+        args.no_results = True  # a partial run: its figures go into results.md by hand, with their decision
     if args.quick:
         args.concurrency, args.ceiling_batches, args.ceiling_seconds = [1, 32], [1, 8], 1.0
     if 32 not in args.concurrency:
@@ -211,7 +280,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         work = Path(tmp)
         body = work / "body-v1.json"
         body.write_bytes(resnet_workload.v1_body(jpegs[0]))
-        sides, labels = build_sides(work, body)
+        sides, labels = build_sides(work, body, args.baseline, args.candidate.split())
+        if args.sides:
+            unknown = set(args.sides) - set(sides)
+            if unknown:
+                raise SystemExit(f"unknown setups {sorted(unknown)}; known: {sorted(sides)}")
+            sides = {key: side for key, side in sides.items() if key in args.sides}
+            labels = {key: label for key, label in labels.items() if key in sides}
         optional = ("ts_w1", "ts_w2_omp1", "kserve_w2_omp1")
         ready = functools.partial(compare, sides, jpegs, differences)
         measured = peers.measure(
@@ -236,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         peers.left_out_text(measured, list(labels), args.start_timeout),
     ]
     peers.report(setup, args, REPORT, method, measured, memory, labels, ratios)
-    return 0 if ratios["resnet_answers_equal_torchserve"] else 1
+    return 1 if ratios["resnet_answers_equal_torchserve"] is False else 0
 
 
 if __name__ == "__main__":

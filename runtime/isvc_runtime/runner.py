@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import binascii
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from .batching import Batcher, Pending
+from .batching.costs import CallCosts
 from .config import ModelSettings
 from .errors import ApiError, InputError, NotReady, ResponseTimeout
 from .loader import LoadedModel
@@ -24,7 +26,7 @@ log = logging.getLogger("isvc_runtime.runner")
 
 # Most rows of a merged call (a batchSize 1 model whose handler allows merging, handlers/merging.py):
 # requests are merged only while they wait anyway (no delay), so under load a call takes what queued
-# while the previous one ran, up to this.
+# while the previous one ran, up to this, and up to what fits its time budget (batching/costs.py).
 MERGED_MAX_ROWS = 32
 
 T = TypeVar("T")
@@ -46,9 +48,21 @@ def _input_error_types() -> tuple[type[BaseException], ...]:
 _INPUT_ERRORS = _input_error_types()
 
 
+def _explains_row(headers: Mapping[str, str]) -> bool:
+    """Headers asking for an explanation, as the built-in ``handle`` reads them."""
+    return headers.get("explain") == "True"
+
+
 def _explains(pending: Pending) -> bool:
-    """A request asking for an explanation through its headers, as the built-in ``handle`` reads them."""
-    return pending.headers.get("explain") == "True"
+    return _explains_row(pending.headers)
+
+
+def _use_torch_threads(threads: int) -> None:
+    """``threads`` intra-op threads for torch work on the calling (handler) thread from now on."""
+    import torch  # loaded with the model already
+
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
 
 
 def _succeeded(pending: Pending) -> bool:
@@ -65,6 +79,10 @@ class ModelRunner:
         self.error: str | None = None
         self.model: LoadedModel | None = None
         self.platform = "pytorch"
+        self._merge = False
+        # The handler calls' measured cost: merged calls' size, and (once the server says how many CPUs
+        # the model may use, :meth:`share_cpus`) each call's intra-op threads.
+        self.costs = CallCosts(base_threads=1, most_rows=MERGED_MAX_ROWS)
         self._executor = ThreadPoolExecutor(settings.workers, thread_name_prefix=f"model-{name}")
         # Awaited by stop(), before the executor goes: other batchers of this model (explanations).
         self.stop_hooks: list[Callable[[], Awaitable[None]]] = []
@@ -89,18 +107,25 @@ class ModelRunner:
         self.version = model.version
         if self.settings.batch_size == 1 and model.merge_plan is not None:
             # Requests queued while a call runs go together into the next one; never waited for.
+            self._merge = True
             self.batcher.max_delay = 0.0
-            self.batcher.max_rows = MERGED_MAX_ROWS
+            self.batcher.max_rows = self.costs.merged_rows()
         self.state = READY
         self.error = None
 
     @property
     def merging(self) -> bool:
         """Whether requests are merged into one handler call although ``batchSize`` is 1."""
-        return self.settings.batch_size == 1 and self.batcher.max_rows > 1
+        return self._merge
 
     def stop_merging(self) -> None:
+        self._merge = False
         self.batcher.max_rows = 1
+
+    def share_cpus(self, threads: int, most: int | None) -> None:
+        """The server configured ``threads`` intra-op threads; a compute-bound model's calls may use up
+        to ``most`` when that measures faster (batching/costs.py); ``most`` None: the user fixed the count."""
+        self.costs = CallCosts(base_threads=threads, most_threads=most, most_rows=MERGED_MAX_ROWS)
 
     def set_failed(self, message: str) -> None:
         self.state = FAILED
@@ -148,6 +173,11 @@ class ModelRunner:
         """Call the handler on one batch (on a worker thread); answers and per-row (status, phrase).
         ``sizes``: the rows of each request, when requests of a ``batchSize`` 1 model are merged."""
         assert self.model is not None
+        costs = self.costs
+        threads = costs.threads_for_call()
+        if len(costs.choices) > 1:
+            _use_torch_threads(threads)
+        started = time.perf_counter()
         if len(sizes) > 1 and self.model.merge_plan is not None:
             from .handlers.merging import request_contexts, run_merged
 
@@ -163,6 +193,8 @@ class ModelRunner:
             raise ApiError(
                 f"the handler of model {self.name} returned {len(answers)} answers for {len(rows)} inputs"
             )
+        if not any(_explains_row(h) for h in headers):  # an explanation's cost is not a prediction's
+            costs.record(threads, len(rows), time.perf_counter() - started)
         statuses = [(p.status_code, p.status_phrase) for p in context.request_processor]
         return answers, statuses
 
@@ -213,6 +245,8 @@ class ModelRunner:
                 batch[0].future.set_exception(self._error(exc))
             return
         self._observe(batch, len(rows), loop.time() - started, ok=True)
+        if self._merge:
+            self.batcher.max_rows = self.costs.merged_rows()
         start = 0
         for pending in batch:
             end = start + len(pending.rows)

@@ -348,7 +348,13 @@ def main(argv: Sequence[str] | None = None, *, gc_disabled: bool = False) -> int
             log.error("%s", exc)
             return 2
         workers = max(r.settings.workers for r in registry.runners)
-        threads = args.torch_threads or default_torch_threads(available_cpus(), workers, args.processes)
+        cpus = available_cpus()
+        threads = args.torch_threads or default_torch_threads(cpus, workers, args.processes)
+        # A compute-bound model's calls may take the event loop's core too (runner.share_cpus), unless
+        # the user fixed the thread count.
+        fixed = args.torch_threads is not None or "OMP_NUM_THREADS" in os.environ
+        for runner in registry.runners:
+            runner.share_cpus(threads, None if fixed else max(threads, cpus // args.processes // workers))
         port = (
             args.http_port
             if args.http_port is not None

@@ -201,3 +201,16 @@ def test_each_benchs_section_keeps_its_markers_and_takes_its_goals_from_the_goal
         assert keys and all(comparison in (">=", "<=") for _, _, comparison, _ in goals[bench]["goals"])
     assert "kserve_default_c32_ratio" in json.dumps(goals["kserve_bench"])
     assert "grpc_c32_ratio" in json.dumps(goals["grpc_bench"])
+
+
+def test_a_partial_resnet_run_compares_ours_with_the_baseline_checkout_and_the_candidate_with_tuned() -> None:
+    import resnet_bench
+
+    rounds = [
+        {"ours_default": _point(30), "baseline_default": _point(15, 20.0), "ours_tuned": _point(40)},
+        {"ours_default": _point(33), "baseline_default": _point(15, 20.0), "ours_tuned": _point(40)},
+    ]
+    ratios = resnet_bench.baseline_ratios({32: rounds})
+    assert ratios["ours_default_vs_baseline_default_c32"] == pytest.approx(2.1)
+    assert ratios["ours_default_vs_baseline_default_c32_p99"] == pytest.approx(0.5)
+    assert not any(key.startswith(("ours_tuned", "ours_candidate")) for key in ratios)  # no reference ran

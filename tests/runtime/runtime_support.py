@@ -22,6 +22,7 @@ __all__ = [
     "build_archive",
     "build_mnist_store",
     "captum_attributions",
+    "loaded_runner",
     "quadrant_png",
     "quadrant_tensor",
     "serving_mnist",
@@ -88,3 +89,30 @@ def serving_mnist(tmp_dir: Path, max_request_size: int, *args: str) -> Iterator[
     with (root / "config" / "config.properties").open("a") as config:
         config.write(f"max_request_size={max_request_size}\n")
     yield from serving(RuntimeProcess(root, root / "runtime.log", "--model-name", "torchserve", *args))
+
+
+def loaded_runner(handler: Any) -> Any:
+    """A :class:`ModelRunner` of model ``m`` (default settings) holding ``handler`` as if its archive had
+    loaded, with its merge plan."""
+    from isvc_runtime.config import ModelSettings
+    from isvc_runtime.context import Context
+    from isvc_runtime.handler_metrics import HandlerMetrics
+    from isvc_runtime.handlers.merging import merge_plan
+    from isvc_runtime.loader import LoadedModel
+    from isvc_runtime.runner import ModelRunner
+
+    runner = ModelRunner("m", ModelSettings())
+    runner.set_loaded(
+        LoadedModel(
+            name="m",
+            version="1.0",
+            model_dir=Path("/nowhere"),
+            manifest={},
+            handler=handler,
+            entry_point=handler.handle,
+            context=Context("m", "/nowhere", {}, 1, None, HandlerMetrics("m")),
+            model_yaml_config={},
+            merge_plan=merge_plan(handler),
+        )
+    )
+    return runner

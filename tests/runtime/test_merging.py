@@ -5,21 +5,18 @@ request at a time, and a model that cannot take a batch is answered one request 
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from isvc_runtime.config import ModelSettings
 from isvc_runtime.context import Context
 from isvc_runtime.handler_metrics import HandlerMetrics
 from isvc_runtime.handlers.image_classifier import ImageClassifier
 from isvc_runtime.handlers.merging import MergePlan, merge_plan, request_contexts, run_merged
 from isvc_runtime.handlers.tensor import TensorHandler
-from isvc_runtime.loader import LoadedModel
 from isvc_runtime.runner import ModelRunner
 from mnist_handler import MNISTDigitClassifier
-from runtime_support import ASSETS
+from runtime_support import ASSETS, loaded_runner
 from support.modules import load_module
 
 
@@ -113,20 +110,7 @@ def test_each_request_gets_its_own_rows_and_context_in_postprocess() -> None:
 
 
 def _runner(handler: Any) -> ModelRunner:
-    runner = ModelRunner("m", ModelSettings())
-    runner.set_loaded(
-        LoadedModel(
-            name="m",
-            version="1.0",
-            model_dir=Path("/nowhere"),
-            manifest={},
-            handler=handler,
-            entry_point=handler.handle,
-            context=_context(),
-            model_yaml_config={},
-            merge_plan=merge_plan(handler),
-        )
-    )
+    runner: ModelRunner = loaded_runner(handler)
     return runner
 
 
