@@ -171,6 +171,21 @@ def operator_writes(kubectl: Kubectl) -> dict[str, Any]:
     return found
 
 
+def took_over_writing_nothing(node: RealNode, kubectl: Kubectl, operator_on_node: OperatorOnNode,
+                              standby: str, began: float, before: dict[str, Any], cause: str) -> None:
+    """The standby holds the Lease within 30 s of ``began`` (printed, after ``cause``), reconciles every
+    isvc as a new leader does, and that writes nothing: ``operator_writes`` are still ``before``."""
+    wait_for("the standby to hold the Lease", lambda: operator_on_node.holder() == standby, 30, node,
+             OPERATOR_NAMESPACE, interval=0.1)
+    takeover = time.monotonic() - began
+    print(f"operator failover: {cause} -> standby holds the Lease: {takeover:.1f} s", file=sys.stderr)
+    assert takeover <= 30
+    wait_for("the new leader's reconcile of every isvc",
+             lambda: f"reconciled {NAMESPACE}/{ISVC} (raw): no changes" in operator_on_node.log(standby),
+             30, node, OPERATOR_NAMESPACE)
+    assert operator_writes(kubectl) == before
+
+
 def test_deleting_the_active_operator_pod_hands_over_within_30_seconds_writing_nothing_twice(
     node: RealNode, served: Served, operator_on_node: OperatorOnNode
 ) -> None:
@@ -183,16 +198,8 @@ def test_deleting_the_active_operator_pod_hands_over_within_30_seconds_writing_n
     [standby] = [p["metadata"]["name"] for p in operator_on_node.pods() if p["metadata"]["name"] != active]
     began = time.monotonic()
     kubectl("delete", "pod", active, "-n", OPERATOR_NAMESPACE, "--wait=false")
-    wait_for("the standby to hold the Lease", lambda: operator_on_node.holder() == standby, 30, node,
-             OPERATOR_NAMESPACE, interval=0.1)
-    takeover = time.monotonic() - began
-    print(f"operator failover: active pod deleted -> standby holds the Lease: {takeover:.1f} s",
-          file=sys.stderr)
-    assert takeover <= 30
-    wait_for("the new leader's reconcile of every isvc",
-             lambda: f"reconciled {NAMESPACE}/{ISVC} (raw): no changes" in operator_on_node.log(standby),
-             30, node, OPERATOR_NAMESPACE)
-    assert operator_writes(kubectl) == before
+    took_over_writing_nothing(node, kubectl, operator_on_node, standby, began, before,
+                              "active pod deleted")
     # The replacement replica stands by; the new leader acts on the next change, once.
     wait_for("the Deployment's replacement replica ready",
              lambda: len(operator_on_node.ready_pods()) == 2, 120, node, OPERATOR_NAMESPACE)
@@ -225,16 +232,7 @@ def test_killing_the_active_operator_with_sigkill_hands_over_within_30_seconds_w
     [pid] = pod_pids(node, pod["metadata"]["uid"], b"isvc_operator")
     began = time.monotonic()
     os.kill(pid, signal.SIGKILL)
-    wait_for("the standby to hold the Lease", lambda: operator_on_node.holder() == standby, 30, node,
-             OPERATOR_NAMESPACE, interval=0.1)
-    takeover = time.monotonic() - began
-    print(f"operator hard-kill failover: SIGKILL -> standby holds the Lease: {takeover:.1f} s",
-          file=sys.stderr)
-    assert takeover <= 30
-    wait_for("the new leader's reconcile of every isvc",
-             lambda: f"reconciled {NAMESPACE}/{ISVC} (raw): no changes" in operator_on_node.log(standby),
-             30, node, OPERATOR_NAMESPACE)
-    assert operator_writes(kubectl) == before
+    took_over_writing_nothing(node, kubectl, operator_on_node, standby, began, before, "SIGKILL")
     restarted = wait_for("the killed container restarted in its pod, ready", lambda: (
         p := kubectl.get("-n", OPERATOR_NAMESPACE, "pod", active)) and p["status"]["containerStatuses"][0][
         "restartCount"] >= 1 and active in operator_on_node.ready_pods() and p, 90, node, OPERATOR_NAMESPACE)
