@@ -6,7 +6,7 @@
 #   bash e2e/images/build.sh pause           # the node's pause image (e2e/cluster/pause, from scratch)
 #   bash e2e/images/build.sh --export NAME   # NAME's image as a docker archive on stdout (for ctr import)
 #   bash e2e/images/build.sh --print-image NAME / --print-id NAME   # its name / buildah's id ("" if none)
-#   bash e2e/images/build.sh --print-source-hash
+#   bash e2e/images/build.sh --print-source-hash TARGET   # the key its image is labelled with
 #
 # - The base image is made from Debian's packages (debootstrap: python3.11, pip, passwd for the Dockerfile's
 #   groupadd/useradd) and passed as PYTHON_IMAGE; the Dockerfile's default stays the public python image.
@@ -17,10 +17,13 @@
 #   neither the wheels nor any cache reach a layer. pip's own HTTP cache cannot serve here: the registry
 #   proxy's responses carry no caching headers. The host's CA bundle is mounted read-only for pip (the
 #   registries are reached through a proxy whose CA only the host trusts); it is never copied into an image.
-# - Each image is squashed and labelled with the content hash of what it is built from (Dockerfile,
-#   .dockerignore, pyproject.toml, README.md, operator/, runtime/, templates/, the base image, the build args):
-#   an image whose label matches is not rebuilt. Images live in buildah's store (overlay driver), outside the
-#   repository; sizes and build times are appended to $CACHE_ROOT/images/builds.tsv.
+# - Each image is squashed and labelled with the content hash of what IT is built from (source_key.py: its
+#   Dockerfile stages, .dockerignore, the files those stages COPY, the base image, the build args): the
+#   runtime image is keyed on runtime/isvc_runtime/ and pyproject.toml, the operator's on operator/ and
+#   templates/, the storage initializer's on isvc_runtime's __init__.py and storage/; README.md on none.
+#   An image whose label matches is not rebuilt, so the node does not re-import it either (it imports by
+#   buildah's image id). Images live in buildah's store (overlay driver), outside the repository; sizes and
+#   build times are appended to $CACHE_ROOT/images/builds.tsv.
 #
 # REGISTRY and VERSION name the images as the Makefile does (default torch-isvc/...:0.1.0), fully qualified
 # with docker.io/ so that containerd and the kubelet see the names deploy/ and the operator use.
@@ -63,17 +66,11 @@ label_of() {  # label_of <image>: its source-hash label, empty when the image is
 
 size_of() { buildah images --noheading --format '{{.Size}}' "$1" | head -n1; }
 
-source_hash() {
+source_hash() {  # source_hash <target>: the key of its image (e2e/images/source_key.py)
     local base_id
     base_id="$(buildah images --noheading --no-trunc --format '{{.ID}}' "$BASE_IMAGE" 2>/dev/null | head -n1)"
-    {
-        echo "base $base_id build-args PYTHON_IMAGE=$BASE_IMAGE TORCH_INDEX_URL=$TORCH_INDEX_URL"
-        cd "$REPO"
-        git ls-files -co --exclude-standard -- Dockerfile .dockerignore pyproject.toml README.md \
-            operator runtime templates \
-            | grep -v -e '__pycache__' -e '\.pyc$' -e '\.egg-info/' | LC_ALL=C sort \
-            | while read -r file; do [[ -f "$file" ]] && sha256sum "$file"; done
-    } | sha256sum | cut -c1-16
+    python3 "$REPO/e2e/images/source_key.py" "$REPO" "$1" \
+        "base $base_id build-args PYTHON_IMAGE=$BASE_IMAGE TORCH_INDEX_URL=$TORCH_INDEX_URL"
 }
 
 record() {  # record <image> <seconds>
@@ -159,7 +156,7 @@ build_target() {  # build_target <target> <hash>
 }
 
 case "${1:-}" in
-    --print-source-hash) source_hash; exit 0 ;;
+    --print-source-hash) source_hash "$2"; exit 0 ;;
     --print-image) image_of "$2"; exit 0 ;;
     --print-id)
         buildah images --noheading --no-trunc --format '{{.ID}}' "$(image_of "$2")" 2>/dev/null | head -n1
@@ -176,11 +173,8 @@ targets=("$@")
 mkdir -p "$WORK"
 exec 9>"$WORK/.lock"
 flock 9
-if [[ " ${targets[*]} " != " pause " ]]; then
-    build_base
-    hash="$(source_hash)"
-fi
+[[ " ${targets[*]} " != " pause " ]] && build_base
 for target in "${targets[@]}"; do
-    if [[ "$target" == pause ]]; then build_pause; else build_target "$target" "$hash"; fi
+    if [[ "$target" == pause ]]; then build_pause; else build_target "$target" "$(source_hash "$target")"; fi
 done
 for target in "${targets[@]}"; do printf '%s\t%s\n' "$(image_of "$target")" "$(size_of "$(image_of "$target")")"; done

@@ -1,14 +1,18 @@
-"""The images `make images-local` builds here with buildah: current with their sources, squashed, running as
-UID 65532, with neither the host's CA bundle nor pip's cache inside, and within the disk budget."""
+"""The images `make images-local` builds here with buildah: current with their sources, each holding exactly
+its own code, squashed, running as UID 65532, with neither the host's CA bundle nor pip's cache inside, and
+within the disk budget."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from e2e.images.source_key import tracked_files
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "e2e" / "images" / "build.sh"
@@ -34,15 +38,11 @@ def inspect(target: str) -> dict:
     return json.loads(buildah("inspect", "--type", "image", image))
 
 
-@pytest.fixture(scope="module")
-def source_hash() -> str:
-    return script("--print-source-hash")
-
-
 @pytest.mark.parametrize("target", TARGETS)
-def test_image_is_built_from_the_current_sources(target: str, source_hash: str) -> None:
+def test_image_is_built_from_the_current_sources_it_holds(target: str) -> None:
     labels = inspect(target)["OCIv1"]["config"]["Labels"]
-    assert labels["io.torch-isvc.source-hash"] == source_hash, "stale: run `make images-local`"
+    assert labels["io.torch-isvc.source-hash"] == script("--print-source-hash", target), \
+        "stale: run `make images-local`"
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -55,14 +55,55 @@ def test_image_is_squashed_and_runs_as_the_fixed_non_root_user(target: str) -> N
     assert len(image["OCIv1"]["rootfs"]["diff_ids"]) <= base_layers + 1
 
 
-@pytest.fixture(scope="module")
-def storage_initializer_root() -> Iterator[Path]:
-    container = buildah("from", "--pull=never", script("--print-image", "storage-initializer"))
+@contextlib.contextmanager
+def image_root(target: str) -> Iterator[Path]:
+    """The target's image filesystem, mounted read-only for reading (a buildah working container)."""
+    container = buildah("from", "--pull=never", script("--print-image", target))
     try:
         yield Path(buildah("mount", container))
     finally:
         buildah("umount", container)
         buildah("rm", container)
+
+
+@pytest.fixture(scope="module")
+def storage_initializer_root() -> Iterator[Path]:
+    with image_root("storage-initializer") as root:
+        yield root
+
+
+# Where each image holds its code (the Dockerfile's COPYs): repository path -> path under its PYTHONPATH.
+IMAGE_CODE = {
+    "runtime": {"runtime/isvc_runtime": "isvc_runtime"},
+    "storage-initializer": {"runtime/isvc_runtime/__init__.py": "isvc_runtime/__init__.py",
+                            "runtime/isvc_runtime/storage": "isvc_runtime/storage"},
+    "operator": {"operator/isvc_operator": "isvc_operator", "templates": "isvc_operator/templates"},
+}
+PYTHON_PATH = "opt/torch-isvc"
+
+
+def expected_code(target: str) -> dict[str, Path]:
+    """The files the target's image must hold, by their path under its PYTHONPATH."""
+    expected: dict[str, Path] = {}
+    for source, destination in IMAGE_CODE[target].items():
+        for name in tracked_files(REPO_ROOT, [source]):
+            expected[destination + name.removeprefix(source)] = REPO_ROOT / name
+    return expected
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_image_holds_exactly_its_own_code_as_in_the_repository(target: str) -> None:
+    with image_root(target) as root:
+        code = root / PYTHON_PATH
+        held = {str(p.relative_to(code)): p for p in code.rglob("*")
+                if p.is_file() and "__pycache__" not in p.parts}
+        expected = expected_code(target)
+        assert sorted(held) == sorted(expected), "stale or foreign code: run `make images-local`"
+        differing = [name for name, path in expected.items() if held[name].read_bytes() != path.read_bytes()]
+        assert not differing, f"stale: {differing[:5]}"
+        other = {"isvc_runtime", "isvc_operator"} - {d.split("/")[0] for d in IMAGE_CODE[target].values()}
+        site = [p for p in root.glob("usr/local/lib/python3*/*-packages/*") if p.name in other]
+        assert not site, f"{target} holds another image's package: {site}"
 
 
 def test_neither_the_hosts_ca_bundle_nor_pips_cache_is_baked_in(storage_initializer_root: Path) -> None:

@@ -29,7 +29,17 @@ from e2e.inference_services import condition, isvc_of
 from e2e.localkube import Kubectl
 from e2e.node.conftest import OperatorOnNode
 from e2e.node.node import SERVICE_CIDR, RealNode
-from e2e.node.workloads import SMALL_RESOURCES, node_kubectl, uids_of, wait_for, with_bad_storage_uri
+from e2e.node.workloads import (
+    ECHO_COMMAND,
+    ECHO_IMAGE,
+    ECHO_MARKER,
+    ECHO_PATH,
+    SMALL_RESOURCES,
+    node_kubectl,
+    uids_of,
+    wait_for,
+    with_bad_storage_uri,
+)
 from e2e.standin.ingress import REVISION_HEADER, Ingress
 from e2e.standin.node_serving import (
     CONFIGURATION_LABEL,
@@ -175,14 +185,13 @@ def test_a_spec_change_makes_a_second_revision_moves_the_traffic_to_it_and_scale
 
 
 def echo_service(env: str) -> dict[str, Any]:
-    """A Knative Service of a small HTTP server (the storage-initializer image: python, no torch) serving
-    the image's /src; ``env`` makes each template different."""
+    """A Knative Service of the node's small HTTP server (ECHO_IMAGE); ``env`` makes each template
+    different."""
     return {
         "apiVersion": "serving.knative.dev/v1", "kind": "Service",
         "metadata": {"name": "echo", "namespace": NAMESPACE},
         "spec": {"template": {"spec": {"containers": [{
-            "name": "http", "image": "docker.io/torch-isvc/storage-initializer:0.1.0",
-            "command": ["python", "-m", "http.server", "8080", "--directory", "/src"],
+            "name": "http", "image": ECHO_IMAGE, "command": ECHO_COMMAND,
             "env": [{"name": "VERSION", "value": env}],
             "ports": [{"containerPort": 8080}],
             "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
@@ -209,7 +218,7 @@ def test_a_revision_scaled_to_zero_is_scaled_back_up_when_the_traffic_names_it_a
 
     kubectl("apply", "-f", "-", input=json.dumps(echo_service("1")))
     wait_for("echo-00001 routed", lambda: routed(echo()) == [("echo-00001", 100)], 90, node, NAMESPACE)
-    first = get("/pyproject.toml")
+    first = get(ECHO_PATH)
     assert (first.status, first.revision) == (200, "echo-00001"), first
     kubectl("apply", "-f", "-", input=json.dumps(echo_service("2")))
     wait_for("echo-00002 routed and echo-00001 at 0 replicas",
@@ -221,11 +230,11 @@ def test_a_revision_scaled_to_zero_is_scaled_back_up_when_the_traffic_names_it_a
     wait_for("echo-00001 routed again and at 1 replica",
              lambda: routed(echo()) == [("echo-00001", 100)] and replicas("echo-00001") == 1, 60, node,
              NAMESPACE)
-    answer = get("/pyproject.toml")  # held by the ingress until the revision's pod is ready again
+    answer = get(ECHO_PATH)  # held by the ingress until the revision's pod is ready again
     print(f"a revision at 0 replicas named again -> its answer: {time.monotonic() - began:.1f} s",
           file=sys.stderr)
     assert (answer.status, answer.revision) == (200, "echo-00001"), answer
-    assert "torch-isvc" in answer.body
+    assert ECHO_MARKER in answer.body
     assert replicas("echo-00002") == 1  # the latest revision keeps its replica
     assert (f"{NAMESPACE}/echo-00001", 1) in knative.standin.scaled
     kubectl("delete", "ksvc", "echo", "-n", NAMESPACE)

@@ -16,7 +16,16 @@ import pytest
 from e2e.node import host
 from e2e.node.conftest import start_or_fail
 from e2e.node.node import KUBECTL, RealNode, leftovers, node_identities
-from e2e.node.workloads import apply, http_inside, service_ip, wait_for
+from e2e.node.workloads import (
+    ECHO_COMMAND,
+    ECHO_IMAGE,
+    ECHO_MARKER,
+    ECHO_PATH,
+    apply,
+    http_inside,
+    service_ip,
+    wait_for,
+)
 
 NAMESPACE = "default"
 
@@ -34,15 +43,13 @@ def test_node_is_ready_with_its_taint_removed_within_60_seconds(node: RealNode) 
 
 def test_a_deployment_is_scheduled_and_its_service_answers_through_kube_proxy(node: RealNode) -> None:
     labels = {"app": "echo"}
-    image = "docker.io/torch-isvc/storage-initializer:0.1.0"  # python, without torch: small and quick
     deployment = {
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "echo", "namespace": NAMESPACE},
         "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": {
             "metadata": {"labels": labels},
             "spec": {"containers": [{
-                "name": "http", "image": image, "imagePullPolicy": "Never",
-                "command": ["python", "-m", "http.server", "8080", "--directory", "/src"],
+                "name": "http", "image": ECHO_IMAGE, "imagePullPolicy": "Never", "command": ECHO_COMMAND,
                 "ports": [{"containerPort": 8080}],
                 "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
             }]},
@@ -55,10 +62,10 @@ def test_a_deployment_is_scheduled_and_its_service_answers_through_kube_proxy(no
     apply(node, deployment, service)
     ip = service_ip(node, "echo")
     assert IPv4Address(ip) in node.layout.service_cidr
-    url = f"http://{ip}/pyproject.toml"
+    url = f"http://{ip}{ECHO_PATH}"
     _, text = wait_for("the echo Service answering",
                        lambda: (answer := http_inside(node, url))[0] == 200 and answer, 90, node)
-    assert "torch-isvc" in text
+    assert ECHO_MARKER in text
     node.kubectl("delete", "deployment,service", "echo", "-n", NAMESPACE, "--wait=true", "--timeout=60s")
 
 

@@ -31,6 +31,11 @@ EXAMPLE_PREFIX = "models/torchserve/image_classifier"
 SMALL_RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}
 BAD_STORAGE_URI = "gs://no-such-bucket/model"
 EMULATOR_POLICY = "torch-isvc-test-storage-emulator"
+# A small HTTP server for the node's own workloads: the storage-initializer image (python, no torch, small and
+# quick to start) serving the code it holds; ECHO_PATH answers with a text that holds ECHO_MARKER.
+ECHO_IMAGE = "docker.io/torch-isvc/storage-initializer:0.1.0"
+ECHO_COMMAND = ["python", "-m", "http.server", "8080", "--directory", "/opt/torch-isvc"]
+ECHO_PATH, ECHO_MARKER = "/isvc_runtime/__init__.py", "__version__"
 
 
 def node_kubectl(node: RealNode) -> Kubectl:

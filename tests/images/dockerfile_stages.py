@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shlex
 import shutil
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -122,7 +123,7 @@ def materialize(
                     stage_root = root.parent / f"{root.name}.{from_stage}"
                     if not stage_root.exists():
                         materialize(stages, from_stage, stage_root, context)
-                    pairs = [(_inside(stage_root, s), s) for s in sources]
+                    pairs = [(path, s) for s in sources for path in _matches(stage_root, s)]
                 else:
                     pairs = [(REPO_ROOT / s, s) for s in sources]
                 target_dir = _inside(root, dest) if dest.startswith("/") else workdir / dest
@@ -131,6 +132,26 @@ def materialize(
             elif kind == "RUN":
                 runs.append((workdir, value))
     return runs
+
+
+def _matches(root: Path, source: str) -> list[Path]:
+    """A COPY --from source inside a stage's layout, its wildcards expanded (the path itself if none)."""
+    if any(c in source for c in "*?["):
+        return sorted(root.glob(source.lstrip("/")))
+    return [_inside(root, source)]
+
+
+def lay_out_with_requirements(stages: dict[str, Stage], target: str, root: Path, context: set[str],
+                              python: str) -> list[tuple[Path, str]]:
+    """``materialize`` the target after running the requirements stage's RUN commands (with ``python``), so
+    that the requirements-EXTRA.txt files it writes from pyproject.toml exist for the target's COPY --from."""
+    for workdir, command in materialize(stages, "requirements", root.parent / f"{root.name}.requirements",
+                                        context):
+        if command.startswith(("groupadd", "useradd")):
+            continue  # the base stage's user: needs root and a real image, writes no file the target copies
+        assert command.startswith("python -c "), f"unexpected RUN in requirements: {command}"
+        subprocess.run([python, "-c", shlex.split(command)[2]], cwd=workdir, check=True, timeout=60)
+    return materialize(stages, target, root, context)
 
 
 def _copy(path: Path, source: str, dest: Path, into: bool, from_stage: str | None, context: set[str]) -> None:

@@ -1,9 +1,11 @@
 """The storage-initializer and operator targets' exact install commands, run in fresh virtual
 environments over the files their Dockerfile stages lay out: they must not pull torch, and what they
-install must run (the storage CLI answers --help; the operator renders a Knative Service).
+install must run from the image's python path (the storage CLI answers --help; the operator renders a
+Knative Service).
 
 Runs the Dockerfile's RUN text verbatim with the stage's ENV, except PIP_NO_CACHE_DIR, so that pip's
-cache is reused (a speed-only difference). Needs PyPI or a warm pip cache.
+cache is reused, and except `python -m compileall` (both speed-only differences). Needs PyPI or a warm
+pip cache.
 """
 
 from __future__ import annotations
@@ -15,7 +17,14 @@ import venv
 from pathlib import Path
 
 import pytest
-from dockerfile_stages import build_context, effective, env_of, exec_form, materialize, parse_stages
+from dockerfile_stages import (
+    build_context,
+    effective,
+    env_of,
+    exec_form,
+    lay_out_with_requirements,
+    parse_stages,
+)
 from isvc_operator.config import default_config
 from isvc_operator.render import render_knative_service
 
@@ -28,9 +37,9 @@ FORBIDDEN = ("torch", "torchvision", "triton")  # and any nvidia-* CUDA library
 def install_target(target: str, tmp_path: Path) -> tuple[Path, dict[str, str], Path]:
     """Lay out the target's files, create a fresh venv as its python, run its RUN commands."""
     root = tmp_path / "image"
-    runs = materialize(STAGES, target, root, build_context())
     prefix = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True, clear=True).create(prefix)
+    runs = lay_out_with_requirements(STAGES, target, root, build_context(), str(prefix / "bin" / "python"))
     env = {
         k: v
         for k, v in os.environ.items()
@@ -47,8 +56,8 @@ def install_target(target: str, tmp_path: Path) -> tuple[Path, dict[str, str], P
         )
     env |= {"VIRTUAL_ENV": str(prefix), "PATH": f"{prefix / 'bin'}{os.pathsep}{os.environ['PATH']}"}
     for workdir, command in runs:
-        if command.startswith(("groupadd", "useradd")):
-            continue  # creating the image's user needs root and a real image; not an install step
+        if command.startswith(("groupadd", "useradd", "python -m compileall")):
+            continue  # the image's user needs root and a real image; compiling is for start-up time only
         assert command.startswith("pip install "), f"unexpected RUN in {target}: {command}"
         done = subprocess.run(
             ["bash", "-c", command], cwd=workdir, env=env, capture_output=True, text=True, timeout=240
@@ -68,9 +77,12 @@ def installed_distributions(python: Path, env: dict[str, str]) -> set[str]:
     return {d["name"].lower() for d in json.loads(done.stdout)}
 
 
-def assert_no_torch(python: Path, env: dict[str, str]) -> set[str]:
+def assert_no_torch(python: Path, env: dict[str, str], package: str, root: Path) -> set[str]:
+    """No torch installed; ``package`` is imported from the image's python path laid out under ``root``."""
     installed = installed_distributions(python, env)
-    assert "torch-isvc" in installed
+    where = subprocess.run([str(python), "-c", f"import {package}; print({package}.__file__)"], env=env,
+                           capture_output=True, text=True, check=True).stdout.strip()
+    assert Path(where).is_relative_to(root / "opt"), where
     pulled = sorted(d for d in installed if d in FORBIDDEN or d.startswith("nvidia-"))
     assert not pulled, f"installed torch or CUDA libraries: {pulled}"
     probe = "import importlib.util, sys; sys.exit(importlib.util.find_spec('torch') is not None)"
@@ -79,8 +91,8 @@ def assert_no_torch(python: Path, env: dict[str, str]) -> set[str]:
 
 
 def test_storage_initializer_install_has_no_torch_and_its_entrypoint_runs(tmp_path: Path) -> None:
-    python, env, _ = install_target("storage-initializer", tmp_path)
-    installed = assert_no_torch(python, env)
+    python, env, root = install_target("storage-initializer", tmp_path)
+    installed = assert_no_torch(python, env, "isvc_runtime.storage", root)
     assert {"botocore", "google-cloud-storage", "requests", "urllib3"} <= installed
     entrypoint = exec_form(effective(STAGES, "storage-initializer", "ENTRYPOINT"))
 
@@ -115,11 +127,11 @@ print(json.dumps(render_knative_service({RENDER_ISVC!r}, default_config())))
 
 
 def test_operator_install_has_no_torch_and_renders_a_knative_service(tmp_path: Path) -> None:
-    python, env, _ = install_target("operator", tmp_path)
-    installed = assert_no_torch(python, env)
+    python, env, root = install_target("operator", tmp_path)
+    installed = assert_no_torch(python, env, "isvc_operator", root)
     assert {"kopf", "kubernetes", "jinja2", "pyyaml"} <= installed
-    # Non-editable install, as in the image: the templates are the installed package's data, and they
-    # render exactly what the repository's templates/ render here.
+    # As in the image: the templates are the files of the package isvc_operator.templates on the image's
+    # python path, and they render exactly what the repository's templates/ render here.
     done = subprocess.run(
         [str(python), "-c", RENDER_PROBE], env=env, capture_output=True, text=True, cwd=tmp_path, timeout=120
     )
