@@ -194,7 +194,15 @@ class ModelRunner:
                 f"the handler of model {self.name} returned {len(answers)} answers for {len(rows)} inputs"
             )
         if not any(_explains_row(h) for h in headers):  # an explanation's cost is not a prediction's
+            chosen = costs.best_threads()
             costs.record(threads, len(rows), time.perf_counter() - started)
+            if len(costs.choices) > 1 and costs.best_threads() != chosen:
+                log.info(
+                    "model %s: calls use %d intra-op threads from now on (ms a row by threads: %s)",
+                    self.name,
+                    costs.best_threads(),
+                    ", ".join(f"{t}: {s * 1000:.1f}" for t, s in sorted(costs.row_seconds.items())),
+                )
         statuses = [(p.status_code, p.status_phrase) for p in context.request_processor]
         return answers, statuses
 

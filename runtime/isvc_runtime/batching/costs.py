@@ -12,13 +12,21 @@ ms a row) four.
 **How many intra-op threads a call gets**, when the server chose the count (no ``--torch-threads``, no
 ``OMP_NUM_THREADS``). The server's count leaves a core to the event loop (HTTP, JSON), which a small model
 keeps busy. A compute-bound model (a row costs at least ``COMPUTE_BOUND_ROW_S``, so the loop's ~0.5 ms per
-request is a few percent of it) leaves that core idle, and its calls may use every core of the process. But
-on cores shared with other processes an OpenMP pass waits on whichever of its threads is descheduled
-(measured here under a load of 5: ResNet-18 at batch 1, 15 images/s on one thread, 4 on two), so the choice
-is measured, not assumed: each thread count's cost per row is tracked, the cheaper one used, and the other
-tried again now and then (after ``EXPLORE_FIRST`` calls, the interval doubling up to ``EXPLORE_MOST`` while
-the choice stands: a re-measured call on the worse count is a slow answer, up to 4x slower on contended
-cores, so it is kept rare once the choice is clear).
+request is a few percent of it) leaves that core idle (ResNet-18 at c32: the loop's thread took ~1.5% of a
+core), so its calls use every core of the process: on a quiet machine that is ~1.8x faster per row
+(ResNet-18: 61 ms an image on one thread, 34 on two). But on cores shared with other processes an OpenMP
+pass waits on whichever of its threads is descheduled (measured here under a load of 5: ResNet-18 at batch
+1, 15 images/s on one thread, 4 on two), so the choice is measured, not assumed: each thread count's cost
+per row is tracked, and the server's count is used instead only while it measures at least ``MARGIN``
+cheaper per row. The count not in use is tried again now and then (after ``EXPLORE_FIRST`` calls, the
+interval doubling up to ``EXPLORE_MOST`` while the choice stands, back to ``EXPLORE_FIRST`` whenever it
+changes: a re-measured call on the worse count is a slow answer, so it is rare once the choice is clear,
+and a choice made on a bad measurement is not kept for long).
+
+Why every core is the preference and not the server's count: one call's time on a shared machine varies by
+2x from one call to the next (ResNet-18 at a load of 5, 4-row calls on one thread: 48 to 187 ms a row), so
+a single re-measurement is mostly noise, and a margin asked of the count that is ~1.8x faster on a quiet
+machine let such noise pin a compute-bound model to one thread (bench/results.md, ResNet-18 by default).
 
 Pure bookkeeping, no torch: the runner (runner.py) sets the threads and times the calls.
 """
@@ -35,8 +43,9 @@ MERGED_ROWS_FLOOR = 4
 COMPUTE_BOUND_ROW_S = 0.005
 # Weight of a new measurement in a thread count's running cost (exponential smoothing).
 SMOOTHING = 0.25
-# More threads are chosen only when they measure at least this much cheaper per row: on contended cores one
-# lucky call of two threads says little, and a wrong switch costs more than a missed one.
+# A compute-bound model goes back to the server's count only when it measures at least this much cheaper per
+# row than every core: one call's time on shared cores says little, and two threads are ~1.8x faster on
+# quiet ones (where a wrong switch costs the most).
 MARGIN = 1.25
 EXPLORE_FIRST = 8
 EXPLORE_MOST = 512
@@ -77,13 +86,15 @@ class CallCosts:
         return base is not None and base >= COMPUTE_BOUND_ROW_S
 
     def best_threads(self) -> int:
-        """The base count, unless the most threads measured cheaper per row by ``MARGIN``."""
+        """For a compute-bound model the most threads, unless the base count measured cheaper per row by
+        ``MARGIN``; otherwise the base count."""
         if not self.compute_bound or len(self.choices) == 1:
             return self.base_threads
-        most = self.row_seconds.get(self.choices[1])
-        if most is not None and most * MARGIN < self.row_seconds[self.base_threads]:
-            return self.choices[1]
-        return self.base_threads
+        base, most = self.choices
+        most_seconds = self.row_seconds.get(most)
+        if most_seconds is not None and self.row_seconds[base] * MARGIN < most_seconds:
+            return base
+        return most
 
     def threads_for_call(self) -> int:
         """The thread count of the next call: the best, or an unmeasured or stale one to (re)measure."""
@@ -114,12 +125,17 @@ class CallCosts:
             self.row_seconds[threads] = per_row
         else:
             self.row_seconds[threads] = known + SMOOTHING * (per_row - known)
+        after = self.best_threads() if len(self.row_seconds) == len(self.choices) else None
+        if before is not None and after != before:
+            # a new choice: re-measure the other count soon, in case one noisy call made it
+            self._explore_every = EXPLORE_FIRST
+            self._calls_since_explore = 0
+        elif threads == self._exploring and before is not None:
+            # while re-measuring confirms the choice, measure less often (a count in use is measured
+            # by every call: that it got slower shows at once, without exploring)
+            self._explore_every = min(EXPLORE_MOST, self._explore_every * 2)
         if threads == self._exploring:
             self._exploring = None
-            if before is not None and self.best_threads() == before:
-                # while re-measuring confirms the choice, measure less often (a count in use is measured
-                # by every call: that it got slower shows at once, without exploring)
-                self._explore_every = min(EXPLORE_MOST, self._explore_every * 2)
 
     def merged_rows(self, budget_s: float = MERGED_CALL_BUDGET_S) -> int:
         """Rows the next merged call may take, at the cost per row of the best thread count."""
