@@ -6,7 +6,8 @@ bench/resnet_workload.py makes the workload here (seeded random weights, made-up
 cached outside the repository) and one archive with TorchServe's stock ``image_classifier`` handler, which
 TorchServe 0.12.0 and our runtime both serve; KServe 0.21 serves the same weights through a ``kserve.Model``
 doing the same preprocessing (bench/kserve_anchor/server.py). All setups are up side by side and the load
-rotates among them in rounds (bench/paired.py), v1 at c1, c8 and c32 with one JPEG:
+rotates among them in rounds (bench/paired.py), v1 at c1, c8 and c32 with one JPEG, each load ending only once
+its server went idle again (:class:`DrainedSide`):
 
 - ours default (no flags) and ours tuned (``RESNET_TUNED_ARGS``: batching);
 - TorchServe: its defaults (the seed's config.properties: 1 worker, job_queue_size 10), 1 worker with a queue
@@ -40,7 +41,9 @@ import os
 import statistics
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +52,7 @@ import peers
 import resnet_workload
 import serving_bench
 import serving_ceiling
+import serving_load
 import serving_procs
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -61,8 +65,57 @@ CPUS = len(os.sched_getaffinity(0))
 RESNET_TUNED_ARGS = ("--batch-size", "8", "--max-batch-delay", "10")
 OURS_PATH = KSERVE_PATH = f"/v1/models/{resnet_workload.MODEL_NAME}:predict"
 TS_PATH = f"/predictions/{resnet_workload.MODEL_NAME}"
+# After each load, a side's server computes what the load generator left behind before the next side's load
+# starts: until its processes use less than this share of a core, for at most DRAIN_MOST_S seconds.
+DRAIN_IDLE_SHARE = 0.1
+DRAIN_MOST_S = 30.0
 PEERS = ("ts_default", "ts_w1", "ts_w2_omp1", "kserve_default", "kserve_w2_omp1")
 log = serving_bench.log
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """CPU seconds (user + system) used so far by the live processes of group ``pgid``."""
+    total = 0
+    for pid in serving_procs.group_pids(pgid):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, ValueError, IndexError):
+            continue
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def wait_until_idle(
+    server: serving_procs.Server, *, window: float = 0.5, most_s: float = DRAIN_MOST_S
+) -> float:
+    """Wait until ``server``'s processes use less than ``DRAIN_IDLE_SHARE`` of a core over ``window`` s
+    (at most ``most_s``); the seconds waited."""
+    assert server.process is not None, f"{server.name} is not started"
+    started = time.perf_counter()
+    used = group_cpu_seconds(server.process.pid)
+    while (waited := time.perf_counter() - started) < most_s:
+        time.sleep(window)
+        now = group_cpu_seconds(server.process.pid)
+        if now - used < DRAIN_IDLE_SHARE * window:
+            return waited
+        used = now
+    return waited
+
+
+@dataclass(frozen=True)
+class DrainedSide(paired.Side):
+    """A side whose every load ends only once its server went idle again. When wrk stops, each of its
+    connections leaves a request behind that the server still computes (at c32, 32 ResNet-18 images:
+    seconds of both cores); without the wait that work runs during the next side's round, and which
+    side comes after which (the rounds rotate, but each side keeps its neighbour) decides who pays."""
+
+    def load(self, tools: serving_load.Tools, connections: int, seconds: float) -> serving_load.Point:
+        point = super().load(tools, connections, seconds)
+        waited = wait_until_idle(self.server)
+        if waited >= 1.0:
+            log(f"  {self.server.name}: {waited:.1f} s until idle after c{connections}")
+        return point
 
 
 def ceiling(args: argparse.Namespace, jpeg: Path) -> dict[str, float]:
@@ -96,22 +149,22 @@ def build_sides(
 
     def ts(key: str, env: dict[str, str], **config: Any) -> paired.Side:
         server = serving_bench.torchserve_server(key, work, ts_store, env=env, model_name=name, **config)
-        return paired.Side(server, TS_PATH, body, ok)
+        return DrainedSide(server, TS_PATH, body, ok)
 
     sides = {
-        "ours_default": paired.Side(
+        "ours_default": DrainedSide(
             serving_bench.our_server("ours_default", work, store, ()), OURS_PATH, body, ok
         ),
-        "ours_tuned": paired.Side(
+        "ours_tuned": DrainedSide(
             serving_bench.our_server("ours_tuned", work, store, RESNET_TUNED_ARGS), OURS_PATH, body, ok
         ),
         "ts_default": ts("ts_default", {}),
         "ts_w1": ts("ts_w1", {}, job_queue_size=1000),
         "ts_w2_omp1": ts("ts_w2_omp1", {"OMP_NUM_THREADS": "1"}, workers=2, job_queue_size=1000),
-        "kserve_default": paired.Side(
+        "kserve_default": DrainedSide(
             peers.kserve_server("kserve_default", work, name, args=kserve_model_args()), KSERVE_PATH, body, ok
         ),
-        "kserve_w2_omp1": paired.Side(
+        "kserve_w2_omp1": DrainedSide(
             peers.kserve_server(
                 "kserve_w2_omp1", work, name, workers=2, omp_threads=1, args=kserve_model_args()
             ),
@@ -121,14 +174,14 @@ def build_sides(
         ),
     }
     if candidate:
-        sides["ours_candidate"] = paired.Side(
+        sides["ours_candidate"] = DrainedSide(
             serving_bench.our_server("ours_candidate", work, store, candidate), OURS_PATH, body, ok
         )
     if baseline is not None:
         for flags, key in (((), "baseline_default"), (RESNET_TUNED_ARGS, "baseline_tuned")):
             server = serving_bench.our_server(key, work, store, flags)
             server.env["PYTHONPATH"] = str(baseline / "runtime")
-            sides[key] = paired.Side(server, OURS_PATH, body, ok)
+            sides[key] = DrainedSide(server, OURS_PATH, body, ok)
     labels = {
         "ours_default": "ours default (no flags)",
         "ours_tuned": f"ours tuned: `{' '.join(RESNET_TUNED_ARGS)}`",
@@ -301,7 +354,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f" {resnet_workload.SEED}), one archive with TorchServe's stock `image_classifier` for TorchServe"
         f" and ours; all setups up side by side, {args.rounds} rotating rounds of"
         f" {args.seconds:g} s per setup and concurrency (wrk, one thread, keep-alive, one 224x224"
-        " JPEG as a v1 instance). Cells: medians of the rounds, req/s / p50 ms /"
+        " JPEG as a v1 instance); each load ends once its server is idle again (below"
+        f" {DRAIN_IDLE_SHARE:g} of a core, at most {DRAIN_MOST_S:g} s), so what wrk leaves queued is"
+        " computed before the next setup's load. Cells: medians of the rounds, req/s / p50 ms /"
         f" p99 ms. Best peer: **{labels.get(best or '', 'none error-free')}**. In-process ceiling (JPEG"
         f" decode, resize, crop, normalise, forward; images/s on {CPUS} threads): {ceiling_text}."
         f" Answers vs TorchServe on {len(jpegs)} images: ours"

@@ -214,3 +214,21 @@ def test_a_partial_resnet_run_compares_ours_with_the_baseline_checkout_and_the_c
     assert ratios["ours_default_vs_baseline_default_c32"] == pytest.approx(2.1)
     assert ratios["ours_default_vs_baseline_default_c32_p99"] == pytest.approx(0.5)
     assert not any(key.startswith(("ours_tuned", "ours_candidate")) for key in ratios)  # no reference ran
+
+
+def test_a_resnet_round_ends_only_once_the_server_computed_what_the_load_left_behind(tmp_path: Path) -> None:
+    import resnet_bench
+
+    # a stand-in server: 1.5 s of CPU after the load (as if answering abandoned requests), then idle
+    busy = (
+        "import time\nend = time.process_time() + 1.5\nwhile time.process_time() < end: pass\ntime.sleep(60)"
+    )
+    server = serving_procs.Server("busy", [sys.executable, "-c", busy], 1, tmp_path / "busy.log")
+    server.start()
+    try:
+        waited = resnet_bench.wait_until_idle(server)
+        assert 1.0 <= waited < resnet_bench.DRAIN_MOST_S
+        assert resnet_bench.wait_until_idle(server) < 1.0  # idle now: one window
+        assert resnet_bench.wait_until_idle(server, most_s=0.0) == pytest.approx(0.0, abs=0.05)
+    finally:
+        server.stop()
