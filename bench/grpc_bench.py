@@ -32,6 +32,9 @@ With ``--baseline`` (another checkout, holding ``runtime/``) it pairs our gRPC w
 KServe: this checkout's runtime (or ``--candidate``'s) against the baseline's, each in the default and the
 tuned setup, as bench/http_layer_bench.py does for HTTP; the LAST line holds the ratios this / baseline
 (``{setup}_c{N}_ratio`` for req/s, ``_p50_ratio``, ``_p99_ratio``); results.md is left alone.
+``--setups tuned`` measures one of the two setups only; ``--candidate-flags "..."`` runs the candidate with
+those flags instead of the setup's (``--baseline . --setups tuned --candidate-flags "..."`` pairs a
+setting against the tuned flags on one runtime).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import shlex
 import statistics
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -178,6 +182,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="with --baseline: the checkout measured against it (default: this one)",
     )
     parser.add_argument(
+        "--setups",
+        nargs="+",
+        choices=list(OUR_SETUPS),
+        default=list(OUR_SETUPS),
+        help="with --baseline: our setups measured (default: all)",
+    )
+    parser.add_argument(
+        "--candidate-flags",
+        type=shlex.split,
+        help="with --baseline: the candidate's flags, one string, instead of each setup's",
+    )
+    parser.add_argument(
         "--kserve-threads",
         nargs="+",
         default=["default", "1"],
@@ -191,23 +207,30 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def baseline_sides(
-    work: Path, checkouts: Mapping[str, Path]
+    work: Path,
+    checkouts: Mapping[str, Path],
+    setups: Sequence[str],
+    flags_of: Mapping[str, Sequence[str]],
 ) -> tuple[dict[str, paired.Side], dict[str, str]]:
-    """Our gRPC side per checkout (name -> checkout) and setup, each server running its checkout's runtime."""
+    """Our gRPC side per checkout (name -> checkout) and setup, each server running its checkout's runtime
+    with its setup's flags, or ``flags_of[name]`` where given."""
     store, _ = serving_bench.build_stores(work, torchserve=False)
     body, ok = grpc_body(work), serving_grpc.answer_is([serving_bench.EXPECTED_DIGIT])
     sides: dict[str, paired.Side] = {}
     labels: dict[str, str] = {}
-    for setup, flags in OUR_SETUPS.items():
+    for setup in setups:
         for name, checkout in checkouts.items():
+            flags = flags_of.get(name, OUR_SETUPS[setup])
             server = serving_bench.our_server(f"{name}_{setup}", work, store, flags, grpc=True)
             server.env["PYTHONPATH"] = str((checkout / "runtime").resolve())
             sides[f"{name}_{setup}_grpc"] = paired.Side(server, serving_grpc.METHOD, body, ok, grpc=True)
-            labels[f"{name}_{setup}_grpc"] = f"{name} ({checkout}), ours {setup}, gRPC"
+            labels[f"{name}_{setup}_grpc"] = f"{name} ({checkout}), ours {setup} `{' '.join(flags)}`, gRPC"
     return sides, labels
 
 
-def baseline_ratios(measured: Mapping[int, Sequence[paired.Round]]) -> dict[str, float | None]:
+def baseline_ratios(
+    measured: Mapping[int, Sequence[paired.Round]], setups: Sequence[str]
+) -> dict[str, float | None]:
     """This / baseline per setup and concurrency: req/s, p50 and p99 (medians of the per-round ratios)."""
 
     def ratio(rounds: Sequence[paired.Round], metric: str, setup: str) -> float | None:
@@ -216,7 +239,7 @@ def baseline_ratios(measured: Mapping[int, Sequence[paired.Round]]) -> dict[str,
     return {
         f"{setup}_c{c}_{key}": ratio(rounds, metric, setup)
         for c, rounds in measured.items()
-        for setup in OUR_SETUPS
+        for setup in setups
         for metric, key in (("rps", "ratio"), ("p50_ms", "p50_ratio"), ("p99_ms", "p99_ratio"))
     }
 
@@ -224,11 +247,16 @@ def baseline_ratios(measured: Mapping[int, Sequence[paired.Round]]) -> dict[str,
 def main_baseline(args: argparse.Namespace) -> int:
     setup = paired.begin(log, torchserve=False, grpc=True)
     with tempfile.TemporaryDirectory(prefix="isvc-grpc-bench-") as tmp:
-        sides, labels = baseline_sides(Path(tmp), {"this": args.candidate, "baseline": args.baseline})
+        sides, labels = baseline_sides(
+            Path(tmp),
+            {"this": args.candidate, "baseline": args.baseline},
+            args.setups,
+            {} if args.candidate_flags is None else {"this": args.candidate_flags},
+        )
         measured = peers.measure(setup, args, sides, args.concurrency)
     print(serving_report.text_table(peers.load_rows(measured, labels, point="v2")))
     log(f"load average before {setup.load_before}, after {serving_bench.load_average()}")
-    print(json.dumps(baseline_ratios(measured)))
+    print(json.dumps(baseline_ratios(measured, args.setups)))
     return 0
 
 

@@ -171,6 +171,24 @@ def test_grpc_ratios_compare_ours_with_kserves_grpc_and_state_the_generators_cei
     )
 
 
+def test_a_grpc_run_against_a_baseline_can_pair_one_setup_with_other_flags() -> None:
+    args = grpc_bench.parse_args(
+        ["--baseline", ".", "--setups", "tuned", "--candidate-flags=--processes 2 --torch-threads 1"]
+    )
+    assert args.setups == ["tuned"]
+    assert args.candidate_flags == ["--processes", "2", "--torch-threads", "1"]
+    rounds = [
+        {"this_tuned_grpc": _point(1200, 60.0), "baseline_tuned_grpc": _point(1000, 50.0)},
+        {"this_tuned_grpc": _point(900, 90.0), "baseline_tuned_grpc": _point(1000, 50.0)},
+    ]
+    ratios = grpc_bench.baseline_ratios({32: rounds}, args.setups)
+    assert ratios == {
+        "tuned_c32_ratio": pytest.approx(1.05),  # the median of 1.2 and 0.9
+        "tuned_c32_p50_ratio": pytest.approx(1.5),
+        "tuned_c32_p99_ratio": pytest.approx(1.5),
+    }
+
+
 def test_the_suite_keeps_each_benchs_last_json_object() -> None:
     out = ["table", '{"not": "last"}', "", '{"kserve_default_c32_ratio": 1.8}', "wrote results.md", "{broken"]
     assert suite.last_json(out) == {"kserve_default_c32_ratio": 1.8}
