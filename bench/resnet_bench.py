@@ -73,19 +73,6 @@ PEERS = ("ts_default", "ts_w1", "ts_w2_omp1", "kserve_default", "kserve_w2_omp1"
 log = serving_bench.log
 
 
-def group_cpu_seconds(pgid: int) -> float:
-    """CPU seconds (user + system) used so far by the live processes of group ``pgid``."""
-    total = 0
-    for pid in serving_procs.group_pids(pgid):
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            fields = stat[stat.rindex(")") + 2 :].split()
-            total += int(fields[11]) + int(fields[12])
-        except (OSError, ValueError, IndexError):
-            continue
-    return total / os.sysconf("SC_CLK_TCK")
-
-
 def wait_until_idle(
     server: serving_procs.Server, *, window: float = 0.5, most_s: float = DRAIN_MOST_S
 ) -> float:
@@ -93,10 +80,10 @@ def wait_until_idle(
     (at most ``most_s``); the seconds waited."""
     assert server.process is not None, f"{server.name} is not started"
     started = time.perf_counter()
-    used = group_cpu_seconds(server.process.pid)
+    used = serving_procs.group_cpu_seconds(server.process.pid)
     while (waited := time.perf_counter() - started) < most_s:
         time.sleep(window)
-        now = group_cpu_seconds(server.process.pid)
+        now = serving_procs.group_cpu_seconds(server.process.pid)
         if now - used < DRAIN_IDLE_SHARE * window:
             return waited
         used = now

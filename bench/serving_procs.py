@@ -44,9 +44,10 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
-def group_pids(pgid: int) -> list[int]:
-    """The live (not zombie) processes of process group ``pgid``, read from /proc."""
-    pids = []
+def _group_stats(pgid: int) -> dict[int, list[str]]:
+    """The /proc/PID/stat fields after the command name, by pid, of the live (not zombie) processes of
+    process group ``pgid``."""
+    found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -54,10 +55,21 @@ def group_pids(pgid: int) -> list[int]:
             stat = (entry / "stat").read_text()
             fields = stat[stat.rindex(")") + 2 :].split()
             if int(fields[2]) == pgid and fields[0] != "Z":
-                pids.append(int(entry.name))
+                found[int(entry.name)] = fields
         except (OSError, ValueError):
             continue
-    return pids
+    return found
+
+
+def group_pids(pgid: int) -> list[int]:
+    """The live (not zombie) processes of process group ``pgid``, read from /proc."""
+    return list(_group_stats(pgid))
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """CPU seconds (user + system) used so far by the live processes of group ``pgid``."""
+    ticks = sum(int(fields[11]) + int(fields[12]) for fields in _group_stats(pgid).values())
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def group_members(pgid: int) -> list[str]:
