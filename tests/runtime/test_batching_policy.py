@@ -84,3 +84,47 @@ def test_fill_target_is_capped_by_max_rows_and_ignores_exclusive_requests() -> N
         await batcher.stop()
 
     asyncio.run(scenario())
+
+
+class SlowRecorder(Recorder):
+    """A :class:`Recorder` whose first batch takes ``first_batch_s`` (a forward that runs a while)."""
+
+    def __init__(self, first_batch_s: float) -> None:
+        super().__init__()
+        self.first_batch_s = first_batch_s
+
+    async def __call__(self, batch: list[Pending]) -> None:
+        if not self.batches:
+            await asyncio.sleep(self.first_batch_s)
+        await super().__call__(batch)
+
+
+async def closed_loop(late: list[int]) -> list[list[int]]:
+    """Four clients' batch runs 0.3 s (max_delay 0.2 s); the ``late`` requests arrive meanwhile, past
+    their own max_delay when it ends; each of the four comes back 10 ms after its answer."""
+    recorder = SlowRecorder(first_batch_s=0.3)
+    batcher = Batcher(recorder, max_rows=4, max_delay=0.2)
+    loop = asyncio.get_running_loop()
+
+    async def client(value: int) -> None:
+        await batcher.submit([value], {}, "r")
+        await asyncio.sleep(0.01)
+        await batcher.submit([value + 10], {}, "r")
+
+    clients = [loop.create_task(client(v)) for v in range(4)]
+    await asyncio.sleep(0.05)  # the batch of four is running
+    answers = [batcher.submit([v], {}, "r") for v in late]
+    await asyncio.gather(*clients)
+    assert [await a for a in answers] == [[v * 10] for v in late]
+    await batcher.stop()
+    return recorder.batches
+
+
+def test_a_straggler_that_queued_behind_a_running_batch_waits_for_company_after_it() -> None:
+    """One late request of five clients: it goes with the four that come back, not alone."""
+    assert asyncio.run(closed_loop([4])) == [[0, 1, 2, 3], [4, 10, 11, 12], [13]]
+
+
+def test_a_half_full_batch_that_queued_behind_a_running_batch_runs_when_the_model_is_free() -> None:
+    """Two late requests (half the target): they run at once, not held for the four coming back."""
+    assert asyncio.run(closed_loop([4, 5])) == [[0, 1, 2, 3], [4, 5], [10, 11, 12, 13]]
