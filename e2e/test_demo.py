@@ -4,8 +4,10 @@ through the same machinery as ``make demo`` (e2e/demo.py).
 One walkthrough environment per module (its own control plane, operator with its ServiceAccount's token,
 GCS emulator with the example's bucket, Knative+kubelet stand-in, ingress). Each test sets up what it
 checks, and a test that changes an isvc does so in a namespace of its own: every test passes alone and
-in any order. ``test_make_demo_check_*`` runs ``python -m e2e.demo --check`` itself, which also checks
-that stopping everything leaves no process behind.
+in any order. ``test_make_demo_check_*`` reads the result of ``python -m e2e.demo --check`` itself, which
+also checks that stopping everything leaves no process behind: that command runs its own environment, so
+it is started in the background as the module begins (when the run includes that test) and its minute
+overlaps with the module's other tests.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +29,50 @@ from e2e.demo import MODEL_NAME, NAMESPACE, Walkthrough, mnist_request, own_samp
 from e2e.inference_services import KNATIVE_SERVICES, KSVC, predictor_status
 from e2e.installation import EXAMPLES
 from e2e.polling import wait_for
-from e2e.processes import pid_alive
+from e2e.processes import die_with_parent, pid_alive, stop
 from e2e.standin.ingress import REVISION_HEADER
 
 pytestmark = pytest.mark.slow
 
 PREDICT = f"/v1/models/{MODEL_NAME}:predict"
 ISVC_URL = f"http://torchserve.{NAMESPACE}.example.com"
+
+
+DEMO_CHECK = "test_make_demo_check_passes_every_check_and_leaves_no_process_behind"
+
+
+@dataclass
+class DemoCheckRun:
+    """`make demo-check`'s command with its pods as local processes, running in the background."""
+
+    proc: subprocess.Popen[bytes]
+    stdout: Path
+    stderr: Path
+
+    def result(self, timeout: float) -> tuple[int, str, str]:
+        """Its exit status, stdout and stderr once it has finished."""
+        returncode = self.proc.wait(timeout=timeout)
+        return returncode, self.stdout.read_text(errors="replace"), self.stderr.read_text(errors="replace")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def demo_check(request: pytest.FixtureRequest,
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoCheckRun | None]:
+    """``python -m e2e.demo --check --pods processes`` started before the module's first test when the run
+    includes the test that reads its result (None otherwise); stopped (SIGTERM: it cleans up) if that test
+    did not wait for it."""
+    if not any(item.name == DEMO_CHECK and item.path == request.path for item in request.session.items):
+        yield None
+        return
+    logs = tmp_path_factory.mktemp("demo-check")
+    with (logs / "stdout").open("wb") as out, (logs / "stderr").open("wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "e2e.demo", "--check", "--pods", "processes"],
+                                cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                start_new_session=True, preexec_fn=die_with_parent)
+    try:
+        yield DemoCheckRun(proc, logs / "stdout", logs / "stderr")
+    finally:
+        stop(proc, 60)
 
 
 @pytest.fixture(scope="module")
@@ -289,16 +329,18 @@ def test_deleting_an_isvc_stops_its_revision_processes(walkthrough: Walkthrough)
 # --- make demo-check -------------------------------------------------------------------------------------
 
 
-def test_make_demo_check_passes_every_check_and_leaves_no_process_behind() -> None:
+def test_make_demo_check_passes_every_check_and_leaves_no_process_behind(
+    demo_check: DemoCheckRun | None,
+) -> None:
     """What `make demo-check` runs, its pods as local processes (the walkthrough on the real node is
-    e2e/node/test_walkthrough_on_node.py); exit 0 only when every output is as the walkthrough says and
-    stopping left no process behind."""
-    proc = subprocess.run([sys.executable, "-m", "e2e.demo", "--check", "--pods", "processes"],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
-    assert proc.stdout.startswith("pods: local processes (stand-in) because --pods processes was asked for\n")
-    assert "processes left behind" not in proc.stderr
-    failed = [line for line in proc.stdout.splitlines() if line.startswith("FAIL")]
-    output = f"{proc.stdout[-1500:]}\n{proc.stderr[-1500:]}"
-    assert proc.returncode == 0 and not failed, "\n".join(failed) + "\n" + output
+    e2e/node/test_walkthrough_on_node.py), started by the ``demo_check`` fixture; exit 0 only when every
+    output is as the walkthrough says and stopping left no process behind."""
+    assert demo_check is not None, "the demo_check fixture starts it whenever this test is collected"
+    returncode, stdout, stderr = demo_check.result(timeout=600)
+    assert stdout.startswith("pods: local processes (stand-in) because --pods processes was asked for\n")
+    assert "processes left behind" not in stderr
+    failed = [line for line in stdout.splitlines() if line.startswith("FAIL")]
+    output = f"{stdout[-1500:]}\n{stderr[-1500:]}"
+    assert returncode == 0 and not failed, "\n".join(failed) + "\n" + output
     for check in ("apply", "READY True", "URL", "predict", "explain", "canary answers", "canary split"):
-        assert f"PASS  {check}:" in proc.stdout
+        assert f"PASS  {check}:" in stdout

@@ -1,12 +1,16 @@
-"""Fixtures of the real node's tests: ONE node for the whole session (every image its tests run imported
-once), the GCS emulator inside its namespace, and the product installed on it as users install it.
+"""Fixtures of the real node's tests: ONE node for all of them (every image its tests run imported once),
+the GCS emulator inside its namespace, and the product installed on it as users install it. Package scope:
+the node is stopped once the last test of e2e/node/ has run, not kept through the rest of the session.
 
-- ``node`` (session): the started :class:`e2e.node.node.RealNode`; the tests fail, never skip, with the
-  reason when it cannot start.
-- ``gcs_in_node`` (session): gcp-storage-emulator in the node's namespace holding the MNIST model store at
+- ``node`` (package): the started :class:`e2e.node.node.RealNode`; the tests fail, never skip, with the
+  reason when it cannot start. Its teardown checks that stopping it (with everything the tests ran on it)
+  left nothing behind: no process, mount, cgroup, namespace or workdir of the node, the host's sysctls and
+  the kubelet's fixed paths as before it started (a failure there is reported as an error of the last node
+  test's teardown).
+- ``gcs_in_node`` (package): gcp-storage-emulator in the node's namespace holding the MNIST model store at
   the example's gs:// URI; its endpoint.
-- ``operator_on_node`` (session): Knative Serving's and Istio's real CRDs (no Knative webhook or controllers:
-  ``e2e/standin/node_serving.py`` plays the controllers), ``crds/`` and ``deploy/`` applied; the operator
+- ``operator_on_node`` (package): Knative Serving's and Istio's real CRDs (no Knative webhook or controllers:
+  ``e2e/standin/node_serving.py`` plays the controllers), ``crds/`` applied, ``deploy/`` created; the operator
   image running as the Deployment of deploy/operator.yaml (2 replicas, its ServiceAccount, its probes), with
   two settings of a cluster without Knative's networking and Istio (ingress mode none; DEBUG logs, so that
   no-op reconciles are seen), and the storage initializers pointed at the emulator (below).
@@ -32,8 +36,9 @@ from e2e import REPO_ROOT
 from e2e.installation import OPERATOR_NAMESPACE
 from e2e.knative.webhook import install_crds
 from e2e.localkube import Kubectl
+from e2e.node import host
 from e2e.node.components import NodeError
-from e2e.node.node import RealNode, start_node
+from e2e.node.node import RealNode, leftovers, start_node
 from e2e.node.workloads import emulator_policy, gcs_emulator, node_kubectl
 from e2e.processes import install_signal_handlers
 
@@ -52,18 +57,23 @@ def start_or_fail(images: tuple[str, ...]) -> RealNode:
         pytest.fail(f"the real node did not start: {type(exc).__name__}: {exc}", pytrace=False)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def node() -> Iterator[RealNode]:
     install_signal_handlers()
+    sysctls, fixed_paths = host.read_sysctls(), host.existing_fixed_paths()
     started = start_or_fail(NODE_IMAGES)
     print(f"node timings: {started.timings}")
     try:
         yield started
     finally:
         started.stop()
+    token = started.ns.name.rsplit("-", 1)[1]
+    assert leftovers(token) == [], "stopping the node left these behind"
+    assert host.read_sysctls() == sysctls, "stopping the node did not restore the host's sysctls"
+    assert host.existing_fixed_paths() == fixed_paths, "stopping the node left the kubelet's fixed paths"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def gcs_in_node(node: RealNode, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with gcs_emulator(node, tmp_path_factory.mktemp("gcs")) as endpoint:
         yield endpoint
@@ -117,14 +127,17 @@ class OperatorOnNode:
         return f"{pods}\n{events[-3000:]}\n{logs}"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def operator_on_node(node: RealNode, gcs_in_node: str) -> OperatorOnNode:
     kubectl = node_kubectl(node)
     began = time.monotonic()
     install_crds(kubectl)  # Knative's and Istio's, as on a KServe cluster: the operator watches ksvcs
     kubectl.install(REPO_ROOT / "crds")
     documents = [*operator_manifest(), *emulator_policy(gcs_in_node)]
-    kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(d) for d in documents))
+    # Created, not applied: no last-applied configuration names these tests' two settings, so the
+    # walkthrough's later `kubectl apply` of deploy/ (as `make demo` installs it) changes only what deploy/
+    # says and leaves the DEBUG log in place; the operator's Deployment is not rolled out a second time.
+    kubectl("create", "-f", "-", input="\n---\n".join(json.dumps(d) for d in documents))
     kubectl("apply", "-f", str(REPO_ROOT / "deploy" / "admission-policy.yaml"))
     operator = OperatorOnNode(kubectl, 0.0)
     deadline = time.monotonic() + 180

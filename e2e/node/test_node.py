@@ -13,8 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from e2e.node import host
-from e2e.node.conftest import start_or_fail
 from e2e.node.node import KUBECTL, RealNode, leftovers, node_identities
 from e2e.node.workloads import (
     ECHO_COMMAND,
@@ -121,13 +119,11 @@ def test_the_kubelet_may_change_only_its_own_node_as_node_restriction_admits(nod
 # --- stop ------------------------------------------------------------------------------------------------
 
 
-def test_stop_leaves_nothing_behind() -> None:
-    sysctls = host.read_sysctls()
-    fixed_paths = host.existing_fixed_paths()
-    node = start_or_fail(("pause",))
+def test_a_running_node_is_what_the_check_after_its_stop_looks_for(node: RealNode) -> None:
+    """That stopping the node leaves nothing behind is checked by the ``node`` fixture's teardown
+    (conftest.py), on this node, after every test here ran on it; here: that check sees a running node, so
+    its empty answer after the stop means something."""
     token = node.ns.name.rsplit("-", 1)[1]
-    assert leftovers(token), "a running node should be visible to leftovers()"
-    node.stop()
-    assert leftovers(token) == []
-    assert host.read_sysctls() == sysctls
-    assert host.existing_fixed_paths() == fixed_paths
+    found = leftovers(token)
+    assert any(item.startswith("process ") for item in found), found
+    assert any(item.startswith("workdir ") for item in found), found

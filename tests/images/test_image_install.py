@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import venv
 from pathlib import Path
 
 import pytest
@@ -25,6 +24,7 @@ from dockerfile_stages import (
     lay_out_with_requirements,
     parse_stages,
 )
+from fresh_venv import fresh_venv
 from isvc_operator.config import default_config
 from isvc_operator.render import render_knative_service
 
@@ -38,8 +38,8 @@ def install_target(target: str, tmp_path: Path) -> tuple[Path, dict[str, str], P
     """Lay out the target's files, create a fresh venv as its python, run its RUN commands."""
     root = tmp_path / "image"
     prefix = tmp_path / "venv"
-    venv.EnvBuilder(with_pip=True, clear=True).create(prefix)
-    runs = lay_out_with_requirements(STAGES, target, root, build_context(), str(prefix / "bin" / "python"))
+    python = fresh_venv(prefix)
+    runs = lay_out_with_requirements(STAGES, target, root, build_context(), str(python))
     env = {
         k: v
         for k, v in os.environ.items()
@@ -63,7 +63,7 @@ def install_target(target: str, tmp_path: Path) -> tuple[Path, dict[str, str], P
             ["bash", "-c", command], cwd=workdir, env=env, capture_output=True, text=True, timeout=240
         )
         assert done.returncode == 0, f"RUN {command} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    return prefix / "bin" / "python", env, root
+    return python, env, root
 
 
 def installed_distributions(python: Path, env: dict[str, str]) -> set[str]:

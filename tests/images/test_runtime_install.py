@@ -15,12 +15,12 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import venv
 from importlib.metadata import Distribution, PackageNotFoundError, distribution
 from pathlib import Path
 
 import pytest
 from dockerfile_stages import build_context, env_of, lay_out_with_requirements, parse_stages
+from fresh_venv import fresh_venv
 from packaging.requirements import Requirement
 
 pytestmark = pytest.mark.slow
@@ -97,8 +97,7 @@ def test_the_runtime_extra_alone_imports_every_runtime_module_and_reads_model_co
     assert "pyyaml" not in linked, "pyyaml would come in through torch's requirements"
     link_distributions(linked, tmp_path / "linked")
     prefix = tmp_path / "venv"
-    venv.EnvBuilder(with_pip=True, clear=True).create(prefix)
-    python = prefix / "bin" / "python"
+    python = fresh_venv(prefix)
     lay_out_with_requirements(stages, "runtime", root, build_context(), str(python))
     site = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
