@@ -67,8 +67,7 @@ def node() -> Iterator[RealNode]:
         yield started
     finally:
         started.stop()
-    token = started.ns.name.rsplit("-", 1)[1]
-    assert leftovers(token) == [], "stopping the node left these behind"
+    assert leftovers(started.token) == [], "stopping the node left these behind"
     assert host.read_sysctls() == sysctls, "stopping the node did not restore the host's sysctls"
     assert host.existing_fixed_paths() == fixed_paths, "stopping the node left the kubelet's fixed paths"
 

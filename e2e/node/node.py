@@ -73,6 +73,11 @@ def _thread_in(ns: netns.NetworkNamespace) -> Iterator[None]:
         os.close(target)
 
 
+def namespace_token(ns: netns.NetworkNamespace) -> str:
+    """One token names the node's namespace, links, workdir and cgroups: the namespace name's last part."""
+    return ns.name.rsplit("-", 1)[1]
+
+
 @dataclass
 class RealNode:
     ns: netns.NetworkNamespace
@@ -81,6 +86,11 @@ class RealNode:
     components: NodeComponents
     store_lock: int | None = None
     timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def token(self) -> str:
+        """The token naming its namespace, links, workdir and cgroups (what :func:`leftovers` looks for)."""
+        return namespace_token(self.ns)
 
     @property
     def kubeconfig(self) -> Path:
@@ -184,7 +194,7 @@ def _layout(ns: netns.NetworkNamespace, workdir: Path, token: str, *, shared_sto
 def start_node(images: Sequence[str] = ("pause",), ready_timeout: float = 60.0) -> RealNode:
     began = time.monotonic()
     ns = netns.create("node", default_route=True)
-    token = ns.name.rsplit("-", 1)[1]  # one token names the node's namespace, links, workdir and cgroups
+    token = namespace_token(ns)
     workdir = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{token}-"))
     store_lock = _claim_image_store()
     layout = _layout(ns, workdir, token, shared_store=store_lock is not None)

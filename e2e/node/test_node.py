@@ -123,7 +123,6 @@ def test_a_running_node_is_what_the_check_after_its_stop_looks_for(node: RealNod
     """That stopping the node leaves nothing behind is checked by the ``node`` fixture's teardown
     (conftest.py), on this node, after every test here ran on it; here: that check sees a running node, so
     its empty answer after the stop means something."""
-    token = node.ns.name.rsplit("-", 1)[1]
-    found = leftovers(token)
+    found = leftovers(node.token)
     assert any(item.startswith("process ") for item in found), found
     assert any(item.startswith("workdir ") for item in found), found

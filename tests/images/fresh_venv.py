@@ -23,6 +23,13 @@ sys.exit(main())
 """
 
 
+def site_packages(python: Path) -> Path:
+    """The environment's site-packages (its ``purelib``), as its own python reports it."""
+    done = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True)
+    return Path(done.stdout.strip())
+
+
 def fresh_venv(prefix: Path) -> Path:
     """A new environment at ``prefix`` with ensurepip's pip and setuptools; its python."""
     wheels = sorted(BUNDLED.glob("*.whl"))
@@ -31,8 +38,7 @@ def fresh_venv(prefix: Path) -> Path:
         return prefix / "bin" / "python"
     venv.EnvBuilder(with_pip=False, clear=True).create(prefix)
     python = prefix / "bin" / "python"
-    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    site = site_packages(python)
     for wheel in wheels:
         with zipfile.ZipFile(wheel) as archive:
             archive.extractall(site)

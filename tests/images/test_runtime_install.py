@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from dockerfile_stages import build_context, env_of, lay_out_with_requirements, parse_stages
-from fresh_venv import fresh_venv
+from fresh_venv import fresh_venv, site_packages
 from packaging.requirements import Requirement
 
 pytestmark = pytest.mark.slow
@@ -99,13 +99,7 @@ def test_the_runtime_extra_alone_imports_every_runtime_module_and_reads_model_co
     prefix = tmp_path / "venv"
     python = fresh_venv(prefix)
     lay_out_with_requirements(stages, "runtime", root, build_context(), str(python))
-    site = subprocess.run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    (Path(site) / "linked-torch.pth").write_text(f"{tmp_path / 'linked'}\n")
+    (site_packages(python) / "linked-torch.pth").write_text(f"{tmp_path / 'linked'}\n")
     env = {
         k: v for k, v in os.environ.items() if not k.startswith(("PIP_NO_CACHE", "VIRTUAL_ENV", "PYTHONPATH"))
     }
