@@ -15,6 +15,7 @@ from e2e.processes import LoggedProcess, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ARCHIVER = Path(sys.executable).parent / "torch-model-archiver"
+CLIENT_CONNECTIONS = 64  # more than any test's threads sharing one RuntimeProcess.client
 
 
 def runtime_command(model_store: Path, port: int, *args: str) -> list[str]:
@@ -42,7 +43,13 @@ class RuntimeProcess(LoggedProcess):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         super().__init__(runtime_command(model_store, self.port, *args), log_path, env)
-        self.client = httpx.Client(base_url=self.url, timeout=30)
+        # Tests share this client across up to 32 threads. httpcore 1.0.9 closes an idle connection
+        # whenever the pool holds more than max_keepalive_connections connections (it counts them all,
+        # idle or not, connection_pool.py `_assign_requests_to_connections`), including one just handed
+        # to a thread that has not started its request yet: that thread then reads a closed socket
+        # (EBADF). With keep-alive as large as the pool, the pool never closes a connection it handed out.
+        pool = httpx.Limits(max_connections=CLIENT_CONNECTIONS, max_keepalive_connections=CLIENT_CONNECTIONS)
+        self.client = httpx.Client(base_url=self.url, timeout=30, limits=pool)
 
     def wait_live(self, timeout: float = 60) -> None:
         self._wait(lambda r: r.status_code == 200, "/v2/health/live", timeout)
