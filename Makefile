@@ -24,10 +24,14 @@ DEPLOY_OUT ?= build/deploy
 
 setup: $(VENV)/.installed
 
+# uv (from PyPI, into the venv) installs the project: from its cache (~/.cache/uv) it hard-links the wheels'
+# files instead of unpacking torch's GBs again, a fresh .venv in ~30 s instead of pip's ~3 min on 2 cores.
+# --compile-bytecode writes the .pyc files pip would have (PYTHONDONTWRITEBYTECODE may forbid it later).
+UV_VERSION := 0.13.9
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
+	$(PY) -m pip install -q 'uv==$(UV_VERSION)'
+	$(VENV)/bin/uv pip install -q --compile-bytecode --python $(PY) -e '.[$(EXTRAS)]'
 	touch $@
 
 lint: setup
