@@ -1,6 +1,8 @@
 """The images `make images-local` builds here with buildah: current with their sources, each holding exactly
 its own code, squashed, running as UID 65532, with neither the host's CA bundle nor pip's cache inside, and
-within the disk budget."""
+within the disk budget. What each image's pip installed is probed inside the image itself (a buildah working
+container, run as UID 65532): the operator and the storage-initializer hold no torch, every runtime module
+imports in the runtime image, the operator image renders what the repository renders."""
 
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from isvc_operator.config import default_config
+from isvc_operator.render import render_knative_service
 
 from e2e.images.source_key import tracked_files
 
@@ -113,14 +117,115 @@ def test_neither_the_hosts_ca_bundle_nor_pips_cache_is_baked_in(storage_initiali
     assert not cache.exists() or not any(cache.iterdir())
 
 
-def test_storage_initializer_answers_as_uid_65532() -> None:
-    container = buildah("from", "--pull=never", script("--print-image", "storage-initializer"))
+@contextlib.contextmanager
+def working_container(target: str) -> Iterator[str]:
+    """A buildah working container of the target's image (its own writable layer), removed afterwards."""
+    container = buildah("from", "--pull=never", script("--print-image", target))
     try:
-        uid = buildah("run", "--isolation", "chroot", "--user", "65532:65532", container, "--",
-                      "python", "-c", "import os; print(os.getuid())")
+        yield container
     finally:
         buildah("rm", container)
-    assert uid == "65532"
+
+
+def run_in(container: str, *argv: str) -> str:
+    """``argv`` run inside the container as the images' user; its stdout. Fails with its stderr."""
+    command = ["buildah", "--storage-driver", "overlay", "run", "--isolation", "chroot",
+               "--user", "65532:65532", container, "--", *argv]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"{argv} in the image failed ({done.returncode}):\n{done.stderr[-3000:]}"
+    return done.stdout.strip()
+
+
+def test_storage_initializer_answers_as_uid_65532() -> None:
+    with working_container("storage-initializer") as container:
+        assert run_in(container, "python", "-c", "import os; print(os.getuid())") == "65532"
+
+
+INSTALLED = """
+import importlib.metadata, importlib.util, json
+names = sorted({d.metadata["Name"].lower() for d in importlib.metadata.distributions()})
+print(json.dumps({"distributions": names, "torch": importlib.util.find_spec("torch") is not None}))
+"""
+WITHOUT_TORCH = {"storage-initializer": {"botocore", "google-cloud-storage", "requests", "urllib3"},
+                 "operator": {"kopf", "kubernetes", "jinja2", "pyyaml"}}
+
+
+@pytest.mark.parametrize("target", sorted(WITHOUT_TORCH))
+def test_the_storage_initializer_and_the_operator_hold_their_dependencies_and_no_torch(target: str) -> None:
+    with working_container(target) as container:
+        installed = json.loads(run_in(container, "python", "-c", INSTALLED))
+    assert WITHOUT_TORCH[target] <= set(installed["distributions"])
+    pulled = [d for d in installed["distributions"]
+              if d in ("torch", "torchvision", "triton") or d.startswith("nvidia-")]
+    assert not pulled, f"{target} installed torch or CUDA libraries: {pulled}"
+    assert not installed["torch"], f"torch is importable in {target}"
+
+
+WRITE_MODEL = "import os;os.mkdir('/tmp/model-src'); open('/tmp/model-src/model.mar', 'wb').write(b'archive')"
+
+
+def test_the_storage_initializers_entrypoint_copies_a_local_model_into_the_model_dir() -> None:
+    entrypoint = inspect("storage-initializer")["OCIv1"]["config"]["Entrypoint"]
+    with working_container("storage-initializer") as container:
+        assert "src_uri" in run_in(container, *entrypoint, "--help")
+        run_in(container, "python", "-c", WRITE_MODEL)
+        run_in(container, *entrypoint, "/tmp/model-src", "/tmp/mnt-models")
+        copied = run_in(container, "python", "-c", "print(open('/tmp/mnt-models/model.mar', 'rb').read())")
+    assert copied == "b'archive'"
+
+
+RENDER_ISVC = {
+    "apiVersion": "serving.kubeflow.org/v1beta1",
+    "kind": "InferenceService",
+    "metadata": {"name": "torchserve", "namespace": "default", "uid": "0000-1111"},
+    "spec": {"predictor": {"pytorch": {"storageUri": "gs://kfserving-examples/models/torchserve/image_classifier"}}},
+}
+RENDER_PROBE = f"""
+import json
+import isvc_operator.__main__, isvc_operator.handlers
+from isvc_operator.config import default_config
+from isvc_operator.render import render_knative_service
+print(json.dumps(render_knative_service({RENDER_ISVC!r}, default_config())))
+"""
+
+
+def test_the_operator_image_imports_its_handlers_and_renders_what_the_repository_renders() -> None:
+    with working_container("operator") as container:
+        ksvc = json.loads(run_in(container, "python", "-c", RENDER_PROBE))
+    # The templates are the package data of isvc_operator.templates on the image's python path.
+    assert ksvc == json.loads(json.dumps(render_knative_service(RENDER_ISVC, default_config())))
+    [container_spec] = ksvc["spec"]["template"]["spec"]["containers"]
+    [init] = ksvc["spec"]["template"]["spec"]["initContainers"]
+    assert container_spec["args"][:2] == ["--model-store", "/mnt/models"]
+    assert init["args"] == ["gs://kfserving-examples/models/torchserve/image_classifier", "/mnt/models"]
+
+
+RUNTIME_PROBE = """
+import importlib, json, pkgutil, sys
+from pathlib import Path
+import isvc_runtime
+from isvc_runtime.loader import prepare
+
+skipped = ("isvc_runtime.storage.", "isvc_runtime.__main__")  # the storage extra's; a command line
+for module in pkgutil.walk_packages(isvc_runtime.__path__, "isvc_runtime."):
+    if not module.name.startswith(skipped):
+        importlib.import_module(module.name)
+model = Path("/tmp/model")
+(model / "MAR-INF").mkdir(parents=True)
+(model / "MAR-INF" / "MANIFEST.json").write_text(json.dumps(
+    {"model": {"modelName": "m", "handler": "base_handler", "configFile": "model-config.yaml"}}
+))
+(model / "model-config.yaml").write_text("batchSize: 4\\nmaxBatchDelay: 20\\n")
+_, _, model_yaml = prepare(model, model.parent / "work")
+print(json.dumps(model_yaml))
+"""
+
+
+def test_every_runtime_module_imports_in_the_runtime_image_and_reads_model_config_yaml() -> None:
+    """The runtime extra's dependencies (pyyaml among them) are all the image needs."""
+    with working_container("runtime") as container:
+        answer = run_in(container, "python", "-c", RUNTIME_PROBE)
+    assert answer.splitlines()[-1] == '{"batchSize": 4, "maxBatchDelay": 20}'
 
 
 def disk_bytes(path: Path) -> int:

@@ -1,16 +1,12 @@
 """The Dockerfile as data, read with dockerfile-parse: stages, their instructions, the build context.
 
-Shared by the image tests. `materialize` lays out a target's files the way a build would (WORKDIR,
-COPY from the .dockerignore-filtered context or from another stage) so its RUN commands can be run
-for real outside Docker.
+Shared by the image tests (the Dockerfile's static checks; the built images are probed in e2e/images/).
 """
 
 from __future__ import annotations
 
 import json
 import shlex
-import shutil
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,72 +95,3 @@ def dockerignore_patterns(path: Path = DOCKERIGNORE) -> list[str]:
 def build_context(root: Path = REPO_ROOT) -> set[str]:
     """Every path Docker sends as the context (docker-py implements Docker's .dockerignore rules)."""
     return set(exclude_paths(str(root), dockerignore_patterns(root / ".dockerignore")))
-
-
-def _inside(root: Path, path: str) -> Path:
-    return root / path.lstrip("/")
-
-
-def materialize(
-    stages: dict[str, Stage], target: str, root: Path, context: set[str]
-) -> list[tuple[Path, str]]:
-    """Lay out the target's files under ``root`` (its ``/``); return its RUN commands, each with the
-    WORKDIR it runs in. Only files are simulated: nothing is run, base images contribute nothing."""
-    workdir = root
-    runs: list[tuple[Path, str]] = []
-    for stage in chain(stages, target):
-        for kind, value in stage.instructions:
-            if kind == "WORKDIR":
-                workdir = _inside(root, value) if value.startswith("/") else workdir / value
-                workdir.mkdir(parents=True, exist_ok=True)
-            elif kind in ("COPY", "ADD"):
-                from_stage, sources, dest = copy_parts(value)
-                if from_stage is not None:
-                    stage_root = root.parent / f"{root.name}.{from_stage}"
-                    if not stage_root.exists():
-                        materialize(stages, from_stage, stage_root, context)
-                    pairs = [(path, s) for s in sources for path in _matches(stage_root, s)]
-                else:
-                    pairs = [(REPO_ROOT / s, s) for s in sources]
-                target_dir = _inside(root, dest) if dest.startswith("/") else workdir / dest
-                for path, source in pairs:
-                    _copy(path, source, target_dir, dest.endswith("/") or len(pairs) > 1, from_stage, context)
-            elif kind == "RUN":
-                runs.append((workdir, value))
-    return runs
-
-
-def _matches(root: Path, source: str) -> list[Path]:
-    """A COPY --from source inside a stage's layout, its wildcards expanded (the path itself if none)."""
-    if any(c in source for c in "*?["):
-        return sorted(root.glob(source.lstrip("/")))
-    return [_inside(root, source)]
-
-
-def lay_out_with_requirements(stages: dict[str, Stage], target: str, root: Path, context: set[str],
-                              python: str) -> list[tuple[Path, str]]:
-    """``materialize`` the target after running the requirements stage's RUN commands (with ``python``), so
-    that the requirements-EXTRA.txt files it writes from pyproject.toml exist for the target's COPY --from."""
-    for workdir, command in materialize(stages, "requirements", root.parent / f"{root.name}.requirements",
-                                        context):
-        if command.startswith(("groupadd", "useradd")):
-            continue  # the base stage's user: needs root and a real image, writes no file the target copies
-        assert command.startswith("python -c "), f"unexpected RUN in requirements: {command}"
-        subprocess.run([python, "-c", shlex.split(command)[2]], cwd=workdir, check=True, timeout=60)
-    return materialize(stages, target, root, context)
-
-
-def _copy(path: Path, source: str, dest: Path, into: bool, from_stage: str | None, context: set[str]) -> None:
-    if path.is_dir():
-        for file in sorted(p for p in path.rglob("*") if p.is_file()):
-            relative = file.relative_to(path)
-            if from_stage is None and str(Path(source.rstrip("/")) / relative) not in context:
-                continue
-            (dest / relative).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(file, dest / relative)
-    else:
-        if from_stage is None and source not in context:
-            raise FileNotFoundError(f"COPY {source}: excluded from the build context")
-        final = dest / path.name if into else dest
-        final.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(path, final)
