@@ -65,14 +65,23 @@ def test_the_serving_container_keeps_its_name_and_probe_gets_user_port_and_knati
                                 {"name": "K_REVISION", "value": REVISION},
                                 {"name": "K_CONFIGURATION", "value": "mnist-predictor-default"},
                                 {"name": "K_SERVICE", "value": "mnist-predictor-default"}]
-    assert container["readinessProbe"] == {"httpGet": {"path": "/v2/health/ready", "port": 8080}}
+    # no periodSeconds: the queue-proxy would poll it every 50 ms while the revision starts; the kubelet's 1 s
+    assert container["readinessProbe"] == {"httpGet": {"path": "/v2/health/ready", "port": 8080},
+                                           "periodSeconds": 1}
+
+
+def test_a_readiness_probe_with_its_own_period_keeps_it() -> None:
+    timed = template()
+    timed["spec"]["containers"][0]["readinessProbe"]["periodSeconds"] = 7
+    [container] = revision_deployment(KSVC, REVISION, timed)["spec"]["template"]["spec"]["containers"]
+    assert container["readinessProbe"]["periodSeconds"] == 7
 
 
 def test_a_container_without_readiness_probe_gets_knatives_default_tcp_probe_of_the_user_port() -> None:
     bare = template(ports=[{"containerPort": 9000}])
     del bare["spec"]["containers"][0]["readinessProbe"]
     [container] = revision_deployment(KSVC, REVISION, bare)["spec"]["template"]["spec"]["containers"]
-    assert container["readinessProbe"] == {"tcpSocket": {"port": 9000}}
+    assert container["readinessProbe"] == {"tcpSocket": {"port": 9000}, "periodSeconds": 1}
     assert container["ports"] == [{"name": "user-port", "containerPort": 9000, "protocol": "TCP"}]
 
 

@@ -25,7 +25,9 @@ Collapsed or left out, and why:
 - **No queue-proxy.** Knative adds the queue-proxy sidecar and moves the user container's readiness probe
   into it. Here the user container keeps its own readinessProbe (``httpGet`` or ``grpc``, run by the
   kubelet; a TCP probe of ``user-port`` when it has none, Knative's default), and a revision is ready when
-  one of its pods is Ready as the kubelet reports it.
+  one of its pods is Ready as the kubelet reports it. A probe without ``periodSeconds`` is one the
+  queue-proxy polls every 50 ms until it succeeds (``IsAggressive`` in knative.dev/serving
+  ``pkg/queue/readiness/probe.go``); the kubelet's shortest period, 1 s, stands in for that.
 - **No autoscaler.** Each routed revision runs one replica. Revisions that are neither the latest created,
   the latest ready nor named in ``status.traffic`` are scaled to 0 replicas (Knative's autoscaler scales an
   unrouted revision to zero) and back to 1 when named again.
@@ -63,6 +65,7 @@ DEFAULT_USER_PORT = 8080
 SERVICE_PORT = 80
 DEPLOYMENT_SUFFIX = "-deployment"
 PRIVATE_SUFFIX = "-private"
+AGGRESSIVE_PROBE_PERIOD = 1  # seconds: the kubelet's shortest, for the queue-proxy's 50 ms polling
 PENDING, READY, FAILED = "Pending", "Ready", "Failed"
 
 Key = tuple[str, str]  # (namespace, revision name)
@@ -116,6 +119,8 @@ def serving_container(container: Mapping[str, Any], ksvc_name: str, revision: st
                       {"name": "K_SERVICE", "value": ksvc_name}]
     if not serving.get("readinessProbe"):
         serving["readinessProbe"] = {"tcpSocket": {"port": port}}
+    if not serving["readinessProbe"].get("periodSeconds"):
+        serving["readinessProbe"]["periodSeconds"] = AGGRESSIVE_PROBE_PERIOD
     return serving
 
 
