@@ -9,7 +9,7 @@ doing the same preprocessing (bench/kserve_anchor/server.py). All setups are up 
 rotates among them in rounds (bench/paired.py), v1 at c1, c8 and c32 with one JPEG, each load ending only once
 its server went idle again (:class:`DrainedSide`):
 
-- ours default (no flags) and ours tuned (``RESNET_TUNED_ARGS``: batching);
+- ours default (no flags) and ours tuned (``RESNET_TUNED_ARGS``: two one-thread processes, batching);
 - TorchServe: its defaults (the seed's config.properties: 1 worker, job_queue_size 10), 1 worker with a queue
   that does not refuse (1000), and 2 workers with ``OMP_NUM_THREADS=1``;
 - KServe: its defaults (1 process) and ``--workers 2`` with ``OMP_NUM_THREADS=1``.
@@ -17,7 +17,8 @@ its server went idle again (:class:`DrainedSide`):
 Before the load, every image's answer of ours is compared with TorchServe's on the same archive (and
 KServe's, reported): every probability within 1e-4, the order only where neighbours differ by more
 (bench/resnet_workload.compare_answers). The ceiling: decode + resize + forward in-process, at batch 1 and
-at the best batch size, on all cores (bench/serving_ceiling.py), measured in the same run before the servers.
+at the best batch size, on all cores, and as one one-thread stream per core at once
+(bench/serving_ceiling.py); the best of these, measured in the same run before the servers.
 
 A change to the runtime is measured paired against another checkout's runtime with ``--baseline CHECKOUT``
 (its default and tuned setups join as ``baseline_default`` and ``baseline_tuned``, started with
@@ -62,7 +63,11 @@ CPUS = len(os.sched_getaffinity(0))
 # cores and a larger batch only adds waiting. No --torch-threads: the runtime gives this compute-bound
 # model every core when that measures faster (runtime/isvc_runtime/batching/costs.py), where a fixed 2
 # collapsed on cores other jobs shared (0-1 req/s against 3 at a load of 8-13; results.md).
-RESNET_TUNED_ARGS = ("--batch-size", "8", "--max-batch-delay", "10")
+# Two server processes with one torch thread each, batching up to 4 rows: on 2 cores two one-thread forwards
+# at once beat one two-thread forward (results.md, "ResNet-18's tuned flags"), as KServe's best does.
+RESNET_TUNED_ARGS = (
+    "--processes", "2", "--torch-threads", "1", "--batch-size", "4", "--max-batch-delay", "10"
+)
 OURS_PATH = KSERVE_PATH = f"/v1/models/{resnet_workload.MODEL_NAME}:predict"
 TS_PATH = f"/predictions/{resnet_workload.MODEL_NAME}"
 # After each load, a side's server computes what the load generator left behind before the next side's load
@@ -106,7 +111,9 @@ class DrainedSide(paired.Side):
 
 
 def ceiling(args: argparse.Namespace, jpeg: Path) -> dict[str, float]:
-    """Images/s in-process on all cores at each batch size (``batch1`` ...), and ``best``."""
+    """Images/s in-process on all cores: one stream on every core at each batch size (``batch1`` ...), one
+    one-thread stream per core at once (``streams2_batch1`` ...: each thread decoding and forwarding its own
+    images), and ``best``, the most of these: what the hardware gives in-process, the servers' ceiling."""
     out: dict[str, float] = {}
     workload = (
         "--workload",
@@ -120,6 +127,11 @@ def ceiling(args: argparse.Namespace, jpeg: Path) -> dict[str, float]:
         rate = serving_ceiling.in_subprocess(CPUS, batch, args.ceiling_seconds, *workload)
         out[f"batch{batch}"] = round(rate, 2)
         log(f"ceiling batch {batch}, {CPUS} threads: {out[f'batch{batch}']:.1f} images/s")
+    for batch in args.ceiling_stream_batches if CPUS > 1 else ():
+        key = f"streams{CPUS}_batch{batch}"
+        rate = serving_ceiling.in_subprocess(1, batch, args.ceiling_seconds, *workload, streams=CPUS)
+        out[key] = round(rate, 2)
+        log(f"ceiling batch {batch}, {CPUS} one-thread streams at once: {out[key]:.1f} images/s")
     out["best"] = max(out.values())
     return out
 
@@ -287,6 +299,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--ceiling-batches", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+    parser.add_argument(
+        "--ceiling-stream-batches",
+        type=int,
+        nargs="*",
+        default=[1, 2],
+        help="batch sizes of the ceiling's one-thread streams, one per core at once",
+    )
     parser.add_argument("--ceiling-seconds", type=float, default=5.0)
     parser.add_argument(
         "--baseline", type=Path, help="another checkout (holds runtime/): its default and tuned setups too"
@@ -304,6 +323,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.no_results = True  # a partial run: its figures go into results.md by hand, with their decision
     if args.quick:
         args.concurrency, args.ceiling_batches, args.ceiling_seconds = [1, 32], [1, 8], 1.0
+        args.ceiling_stream_batches = [1]
     if 32 not in args.concurrency:
         args.concurrency.append(32)
     return args
@@ -345,7 +365,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f" {DRAIN_IDLE_SHARE:g} of a core, at most {DRAIN_MOST_S:g} s), so what wrk leaves queued is"
         " computed before the next setup's load. Cells: medians of the rounds, req/s / p50 ms /"
         f" p99 ms. Best peer: **{labels.get(best or '', 'none error-free')}**. In-process ceiling (JPEG"
-        f" decode, resize, crop, normalise, forward; images/s on {CPUS} threads): {ceiling_text}."
+        f" decode, resize, crop, normalise, forward; images/s on {CPUS} threads, `streamsN`: N one-thread"
+        f" streams at once; the best is the ceiling): {ceiling_text}."
         f" Answers vs TorchServe on {len(jpegs)} images: ours"
         f" {'equal' if not differences.get('ours') else differences['ours'][:5]}, KServe"
         f" {'equal' if not differences.get('kserve') else differences['kserve'][:5]}."
