@@ -22,6 +22,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "e2e" / "images" / "build.sh"
 TARGETS = ("storage-initializer", "operator", "runtime")
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+BUILDAH = ("buildah", "--storage-driver", "overlay")
 BUDGET_BYTES = 15 * 10**9  # every image and the node's containerd copies together
 
 
@@ -31,7 +32,7 @@ def script(*args: str) -> str:
 
 
 def buildah(*args: str) -> str:
-    argv = ["buildah", "--storage-driver", "overlay", *args]
+    argv = [*BUILDAH, *args]
     return subprocess.run(argv, capture_output=True, text=True, check=True, timeout=300).stdout.strip()
 
 
@@ -60,14 +61,23 @@ def test_image_is_squashed_and_runs_as_the_fixed_non_root_user(target: str) -> N
 
 
 @contextlib.contextmanager
-def image_root(target: str) -> Iterator[Path]:
-    """The target's image filesystem, mounted read-only for reading (a buildah working container)."""
+def working_container(target: str) -> Iterator[str]:
+    """A buildah working container of the target's image (its own writable layer), removed afterwards."""
     container = buildah("from", "--pull=never", script("--print-image", target))
     try:
-        yield Path(buildah("mount", container))
+        yield container
     finally:
-        buildah("umount", container)
         buildah("rm", container)
+
+
+@contextlib.contextmanager
+def image_root(target: str) -> Iterator[Path]:
+    """The target's image filesystem, mounted read-only for reading (a buildah working container)."""
+    with working_container(target) as container:
+        try:
+            yield Path(buildah("mount", container))
+        finally:
+            buildah("umount", container)
 
 
 @pytest.fixture(scope="module")
@@ -117,20 +127,9 @@ def test_neither_the_hosts_ca_bundle_nor_pips_cache_is_baked_in(storage_initiali
     assert not cache.exists() or not any(cache.iterdir())
 
 
-@contextlib.contextmanager
-def working_container(target: str) -> Iterator[str]:
-    """A buildah working container of the target's image (its own writable layer), removed afterwards."""
-    container = buildah("from", "--pull=never", script("--print-image", target))
-    try:
-        yield container
-    finally:
-        buildah("rm", container)
-
-
 def run_in(container: str, *argv: str) -> str:
     """``argv`` run inside the container as the images' user; its stdout. Fails with its stderr."""
-    command = ["buildah", "--storage-driver", "overlay", "run", "--isolation", "chroot",
-               "--user", "65532:65532", container, "--", *argv]
+    command = [*BUILDAH, "run", "--isolation", "chroot", "--user", "65532:65532", container, "--", *argv]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, f"{argv} in the image failed ({done.returncode}):\n{done.stderr[-3000:]}"
     return done.stdout.strip()
