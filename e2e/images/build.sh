@@ -48,7 +48,23 @@ dockerfile_arg() { awk -F= -v name="$1" '$1 == "ARG " name {print $2; exit}' "$R
 TORCH_VERSION="$(dockerfile_arg TORCH_VERSION)"
 TORCHVISION_VERSION="$(dockerfile_arg TORCHVISION_VERSION)"
 
-buildah() { command buildah --storage-driver overlay "$@"; }
+# buildah re-executes itself from a sealed memfd copy of its own binary (containers/storage pkg/unshare/unshare.c,
+# copy_self_proc_exe); the kernel now and then refuses that seal with EBUSY while pages of the fresh copy are still
+# referenced, and buildah exits before doing anything. Only that failure is retried (stderr shown once it ends).
+TRANSIENT_REEXEC_FAILURE="sealing memfd copy: Device or resource busy"
+buildah() {
+    local errors rc=0 try
+    errors="$(mktemp)"
+    for try in 1 2 3; do
+        rc=0
+        command buildah --storage-driver overlay "$@" 2>"$errors" || rc=$?
+        grep -qF "$TRANSIENT_REEXEC_FAILURE" "$errors" || break
+        echo "images: buildah $1 failed to re-execute itself (transient, try $try of 3)" >&2
+    done
+    cat "$errors" >&2
+    rm -f "$errors"
+    return "$rc"
+}
 
 image_of() {  # image_of <target>: the image's fully qualified name
     case "$1" in

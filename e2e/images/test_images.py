@@ -31,9 +31,29 @@ def script(*args: str) -> str:
     return done.stdout.strip()
 
 
+# buildah re-executes itself from a sealed memfd copy of its own binary (containers/storage
+# pkg/unshare/unshare.c, copy_self_proc_exe); the kernel now and then refuses that seal with EBUSY while
+# pages of the fresh copy are still referenced, and buildah exits before doing anything (seen once in CI,
+# 0 of 150 runs in a loop). Only that failure is retried.
+TRANSIENT_REEXEC_FAILURE = "sealing memfd copy: Device or resource busy"
+TRIES = 3
+
+
+def run_buildah(*args: str) -> subprocess.CompletedProcess[str]:
+    """buildah with ``args`` on the images' storage driver; retried only when its re-exec failed."""
+    for _ in range(TRIES):
+        done = subprocess.run([*BUILDAH, *args], capture_output=True, text=True, timeout=300)
+        if TRANSIENT_REEXEC_FAILURE not in done.stderr:
+            break
+    return done
+
+
 def buildah(*args: str) -> str:
-    argv = [*BUILDAH, *args]
-    return subprocess.run(argv, capture_output=True, text=True, check=True, timeout=300).stdout.strip()
+    done = run_buildah(*args)
+    if done.returncode != 0:
+        pytest.fail(f"buildah {' '.join(args)} failed ({done.returncode}):\n{done.stderr[-3000:]}",
+                    pytrace=False)
+    return done.stdout.strip()
 
 
 def inspect(target: str) -> dict:
@@ -129,8 +149,7 @@ def test_neither_the_hosts_ca_bundle_nor_pips_cache_is_baked_in(storage_initiali
 
 def run_in(container: str, *argv: str) -> str:
     """``argv`` run inside the container as the images' user; its stdout. Fails with its stderr."""
-    command = [*BUILDAH, "run", "--isolation", "chroot", "--user", "65532:65532", container, "--", *argv]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    done = run_buildah("run", "--isolation", "chroot", "--user", "65532:65532", container, "--", *argv)
     assert done.returncode == 0, f"{argv} in the image failed ({done.returncode}):\n{done.stderr[-3000:]}"
     return done.stdout.strip()
 
