@@ -86,9 +86,10 @@ prometheus:
 clients-venv:
 	bash tests/kserve_compat/clients/venv.sh >/dev/null
 
+# tests/ and e2e/ run side by side, as two pytest processes (tests/run_side_by_side.sh says why).
 test: setup cluster node images-local prometheus clients-venv
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest tests e2e
+	bash tests/run_side_by_side.sh $(PY)
 
 # Every bench in sequence (bench/suite.py): TorchServe vs our runtime (~10 min), explanations (~1 min),
 # then the peers figures of bench-peers; the last lines are one JSON object per bench. BENCH_ARGS=--quick
