@@ -21,12 +21,25 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from e2e.knative.webhook import APISERVER_FLAGS, KnativeWebhook, KnativeWebhookError
 from e2e.localkube import BinariesMissing, ControlPlane, Kubectl
 from e2e.processes import install_signal_handlers
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under pytest-xdist's default distribution (``make test``: ``-n 2``): every e2e test on one worker, in
+    order, and the other modules spread over the workers as they become free (see e2e/distribution.py).
+    Another ``--dist`` asked for explicitly is left to xdist."""
+    if config.getvalue("dist") != "load":
+        return None
+    from e2e.distribution import E2EOnOneWorker
+
+    return E2EOnOneWorker(config, log)
 
 
 @pytest.fixture(scope="session")
@@ -77,3 +90,4 @@ def knative_webhook(cluster: ControlPlane) -> Iterator[KnativeWebhook]:
         yield webhook
     finally:
         webhook.stop()
+
