@@ -48,6 +48,16 @@ def free_port() -> int:
     return free_ports(1)[0]
 
 
+@contextlib.contextmanager
+def refusing_port() -> Iterator[int]:
+    """A loopback port that refuses every connection while the block runs: bound, never listening, so that
+    no other process (a server another test worker starts meanwhile) can take it, as it could a port closed
+    after choosing it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])
+
+
 def die_with_parent() -> None:
     """A ``preexec_fn``: runs in the child before exec and asks the kernel to SIGKILL it when the thread
     that forked it exits."""

@@ -32,6 +32,8 @@ from isvc_runtime.payload_logger.sink import SinkConnection
 from prometheus_client import CollectorRegistry, generate_latest
 from support.cloudevents_sink import cloudevents_sink
 
+from e2e.processes import refusing_port
+
 IDENTITY = Identity(source="mnist-predictor-default", inference_service="mnist", namespace="models")
 CE_HEADERS = {"ce-specversion", "ce-id", "ce-type", "ce-source", "ce-time", "ce-inferenceservicename",
               "ce-namespace", "ce-component", "ce-endpoint"}
@@ -48,10 +50,6 @@ async def until(condition, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.01)
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_each_request_and_response_is_a_kfserving_cloudevent_with_the_body_as_given() -> None:
@@ -131,9 +129,7 @@ def test_an_event_id_that_would_break_a_header_is_percent_encoded_as_the_binding
 
 
 def test_a_refused_connection_never_delays_logging_and_every_event_is_counted_as_dropped() -> None:
-    url = f"http://127.0.0.1:{closed_port()}/"
-
-    async def scenario() -> PayloadLogger:
+    async def scenario(url: str) -> PayloadLogger:
         logger = PayloadLogger(settings(url), queue_size=64)
         started = time.perf_counter()
         for number in range(5000):
@@ -144,7 +140,8 @@ def test_a_refused_connection_never_delays_logging_and_every_event_is_counted_as
         await logger.stop(drain_timeout=0.1)
         return logger
 
-    logger = asyncio.run(scenario())
+    with refusing_port() as port:
+        logger = asyncio.run(scenario(f"http://127.0.0.1:{port}/"))
     assert logger.sent == 0 and sum(logger.dropped.values()) == 5000
     assert logger.dropped["queue_full"] > 4000
     assert logger.dropped["connection"] + logger.dropped["shutdown"] > 0
@@ -188,9 +185,8 @@ def test_a_5xx_is_retried_with_backoff_and_delivered_a_4xx_is_dropped_at_once() 
 def test_drops_are_warned_about_at_most_once_a_minute_naming_the_sink_host_only(caplog) -> None:
     assert warning_due(None, 0.0) and not warning_due(100.0, 159.0) and warning_due(100.0, 160.0)
     now = [1000.0]
-    url = f"http://127.0.0.1:{closed_port()}/events?token=secret"
 
-    async def scenario() -> None:
+    async def scenario(url: str) -> None:
         logger = PayloadLogger(settings(url), queue_size=1, senders=1, clock=lambda: now[0])
         for number in range(50):
             logger.log_request(str(number), b"{}", "application/json")
@@ -198,8 +194,8 @@ def test_drops_are_warned_about_at_most_once_a_minute_naming_the_sink_host_only(
         logger.log_request("late", b"{}", "application/json")
         await logger.stop(drain_timeout=0.05)
 
-    with caplog.at_level(logging.WARNING, logger="isvc_runtime.payload_logger"):
-        asyncio.run(scenario())
+    with caplog.at_level(logging.WARNING, logger="isvc_runtime.payload_logger"), refusing_port() as port:
+        asyncio.run(scenario(f"http://127.0.0.1:{port}/events?token=secret"))
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == 2, warnings
     assert all("secret" not in w and "/events" not in w for w in warnings)

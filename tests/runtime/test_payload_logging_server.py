@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ from isvc_runtime.payload_logger import REQUEST, RESPONSE
 from runtime_support import MNIST_REQUEST, RuntimeProcess, build_mnist_store
 from support.cloudevents_sink import CloudEventsSink, cloudevents_sink
 
-from e2e.processes import free_port
+from e2e.processes import free_port, refusing_port
 
 BATCHER_FLAGS = ("--batch-size", "8", "--max-batch-delay", "50", "--response-timeout", "30")
 IDENTITY_ENV = {"ISVC_NAME": "torchserve", "ISVC_NAMESPACE": "kfserving-test",
@@ -35,12 +34,6 @@ GRPC_CONTENT_TYPE = "application/grpc"
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_mnist_store(tmp_path_factory.mktemp("mnist-logged"))
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start(store: Path, log: Path, url: str) -> RuntimeProcess:
@@ -172,10 +165,10 @@ def test_grpc_model_infer_is_logged_as_the_messages_framed_as_on_the_wire_under_
 def test_a_failing_sink_costs_no_answer_and_its_events_are_counted_as_dropped(
     store: Path, tmp_path: Path, sink_kind: str
 ) -> None:
-    with cloudevents_sink() as sink:
+    with cloudevents_sink() as sink, refusing_port() as refusing:
         if sink_kind == "hanging":
             sink.answer = lambda _number: None  # reads the event, never answers
-        url = sink.url if sink_kind == "hanging" else f"http://127.0.0.1:{closed_port()}/events"
+        url = sink.url if sink_kind == "hanging" else f"http://127.0.0.1:{refusing}/events"
         process = start(store, tmp_path / "runtime.log", url)
         try:
             body = MNIST_REQUEST.read_bytes()
@@ -187,7 +180,8 @@ def test_a_failing_sink_costs_no_answer_and_its_events_are_counted_as_dropped(
             # refused: each event fails at once, after its retries; hanging: after 4 timed-out tries (~21 s)
             wait_until(lambda: dropped(process) > 0, 60, f"the {sink_kind} sink's drops on /metrics")
             reason = "connection" if sink_kind == "refused" else "timeout"
-            assert any(f'reason="{reason}"' in k and v > 0 for k, v in logger_counters(process).items())
+            counters = logger_counters(process)
+            assert any(f'reason="{reason}"' in k and v > 0 for k, v in counters.items()), counters
         finally:
             assert process.stop() == 0
 
