@@ -90,4 +90,3 @@ def knative_webhook(cluster: ControlPlane) -> Iterator[KnativeWebhook]:
         yield webhook
     finally:
         webhook.stop()
-
