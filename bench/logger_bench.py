@@ -42,7 +42,10 @@ import serving_report
 
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR.parent / "tests"))
+sys.path.insert(0, str(BENCH_DIR.parent))
 from support.cloudevents_sink import cloudevents_sink  # noqa: E402
+
+from e2e.processes import refusing_port  # noqa: E402
 
 RESULTS_MD = BENCH_DIR / "results.md"
 SECTION_BEGIN = "<!-- logger-bench:begin (written by bench/logger_bench.py; replaced every run) -->"
@@ -84,12 +87,6 @@ def hanging_sink() -> Iterator[str]:
         for connection in held:
             connection.close()
         listener.close()
-
-
-def refused_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{sock.getsockname()[1]}/"
 
 
 def logger_counters(port: int) -> dict[str, float]:
@@ -163,8 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     wrk = serving_env.ensure_wrk(log)
     load_before = serving_bench.load_average()
     with tempfile.TemporaryDirectory(prefix="isvc-logger-bench-") as tmp, hanging_sink() as hanging, \
-            cloudevents_sink() as healthy:
-        urls = {"refused": refused_url(), "hanging": hanging, "healthy": healthy.url}
+            cloudevents_sink() as healthy, refusing_port() as refusing:
+        urls = {"refused": f"http://127.0.0.1:{refusing}/", "hanging": hanging, "healthy": healthy.url}
         rps = measure(args, Path(tmp), wrk, urls)
         log(f"  healthy sink received {len(healthy.received)} events")
     load_after = serving_bench.load_average()

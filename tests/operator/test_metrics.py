@@ -4,7 +4,6 @@ user's own win), and the operator's own metrics (reconciles by result, duration,
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,8 @@ from isvc_operator import metrics
 from isvc_operator.config import DEFAULTS, default_config, parse_config
 from isvc_operator.render import render_knative_service
 from operator_samples import load_sample
+
+from e2e.processes import free_port
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "operator.yaml"
 SCRAPE_KEYS = ("prometheus.io/scrape", "prometheus.io/port", "prometheus.io/path")
@@ -102,9 +103,7 @@ def test_metrics_address_is_loopback_outside_a_pod_and_every_interface_inside() 
 
 
 def test_operator_metrics_are_served_over_http() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     metrics.observe_reconcile("changed", 0.03)
     metrics.serve(
         lambda: [{"status": {"conditions": [{"type": "Ready", "status": "True"}]}}], "127.0.0.1", port
