@@ -91,9 +91,9 @@ def serving_mnist(tmp_dir: Path, max_request_size: int, *args: str) -> Iterator[
     yield from serving(RuntimeProcess(root, root / "runtime.log", "--model-name", "torchserve", *args))
 
 
-def loaded_runner(handler: Any) -> Any:
-    """A :class:`ModelRunner` of model ``m`` (default settings) holding ``handler`` as if its archive had
-    loaded, with its merge plan."""
+def loaded_runner(handler: Any, settings: Any = None) -> Any:
+    """A :class:`ModelRunner` of model ``m`` (``settings``, default: the defaults) holding ``handler`` as if
+    its archive had loaded, with its merge plan."""
     from isvc_runtime.config import ModelSettings
     from isvc_runtime.context import Context
     from isvc_runtime.handler_metrics import HandlerMetrics
@@ -101,7 +101,7 @@ def loaded_runner(handler: Any) -> Any:
     from isvc_runtime.loader import LoadedModel
     from isvc_runtime.runner import ModelRunner
 
-    runner = ModelRunner("m", ModelSettings())
+    runner = ModelRunner("m", settings or ModelSettings())
     runner.set_loaded(
         LoadedModel(
             name="m",

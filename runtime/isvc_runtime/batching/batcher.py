@@ -1,6 +1,7 @@
 """Dynamic batching: requests queued on the event loop, merged into batches of at most ``max_rows`` rows,
 waiting at most ``max_delay`` for a batch to fill (a straggler: once a consumer is free to run it), run by
-``workers`` concurrent consumers.
+``workers`` concurrent consumers, each of which starts a batch only while ``may_start()`` says so (the
+runner's streams: batching/streams.py).
 
 How long to wait adapts to the load: a partial batch waits only until it has as many rows as the
 previous batch had (never longer than ``max_delay``). A lone client therefore never waits for company
@@ -66,8 +67,10 @@ class Batcher:
         max_rows: int = 1,
         max_delay: float = 0.0,
         workers: int = 1,
+        may_start: Callable[[], bool] | None = None,
     ) -> None:
         self._run_batch = run_batch
+        self._may_start = may_start
         self.max_rows = max(1, max_rows)
         self.max_delay = max(0.0, max_delay)
         self.workers = max(1, workers)
@@ -86,6 +89,25 @@ class Batcher:
             return
         self._wakeup = asyncio.Event()
         self._tasks = [asyncio.create_task(self._consume(), name=f"batcher-{i}") for i in range(self.workers)]
+
+    def set_workers(self, workers: int) -> None:
+        """At least ``workers`` consumers from now on (started at once when the batcher runs)."""
+        if workers <= self.workers:
+            return
+        self.workers = workers
+        if self._tasks:
+            self._tasks += [
+                asyncio.create_task(self._consume(), name=f"batcher-{i}")
+                for i in range(len(self._tasks), workers)
+            ]
+
+    def wake(self) -> None:
+        """Something ``may_start`` depends on changed: consumers look again."""
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    def _startable(self) -> bool:
+        return bool(self._queue) and (self._may_start is None or self._may_start())
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -163,13 +185,13 @@ class Batcher:
         assert self._wakeup is not None
         loop = asyncio.get_running_loop()
         while True:
-            if not self._queue:
+            if not self._startable():
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
             if self.max_rows > 1 and self.max_delay > 0:
                 await self._wait_for_more()
-                if not self._queue:
+                if not self._startable():  # meanwhile another consumer took the requests, or a stream
                     continue
             batch = take_batch(self._queue, self.max_rows)
             now = loop.time()
@@ -183,3 +205,5 @@ class Batcher:
             live = [p for p in batch if not p.future.done()]  # skip requests whose client gave up
             if live:
                 await self._run_batch(live)
+                if len(self._tasks) > 1:
+                    self._wakeup.set()  # a call ended: a consumer waiting for a stream may start one
