@@ -21,7 +21,8 @@ def recorded() -> tuple[RuntimeMetrics, HandlerMetrics]:
     runner = ModelRunner("mnist", ModelSettings(), version="1.0")
     registry.add(runner)
     handler_metrics = HandlerMetrics("mnist")
-    loaded = SimpleNamespace(version="1.0", merge_plan=None, context=SimpleNamespace(metrics=handler_metrics))
+    context = SimpleNamespace(metrics=handler_metrics)
+    loaded = SimpleNamespace(version="1.0", merge_plan=None, handler=None, entry_point=None, context=context)
     runner.set_loaded(loaded)  # type: ignore[arg-type]
     return RuntimeMetrics(registry, hostname="pod-a"), handler_metrics
 
