@@ -156,18 +156,25 @@ def default_torch_threads(cpus: int, workers: int, processes: int = 1) -> int:
 #: Environment variables by which a user chose how OpenMP's idle threads wait; then nothing is changed.
 OMP_WAIT_SETTINGS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
 
+#: How many times torch's idle intra-op threads poll for work before they sleep (libgomp's
+#: ``GOMP_SPINCOUNT``; its own default is 300,000 when no policy is set, 0 under ``OMP_WAIT_POLICY=PASSIVE``).
+OMP_SPIN_COUNT = 3000
 
-def passive_omp_wait(env: MutableMapping[str, str]) -> bool:
-    """Let torch's idle intra-op threads sleep instead of spinning (``OMP_WAIT_POLICY=PASSIVE``), unless
-    the user chose a policy; True when set. Must run before torch is imported: the OpenMP runtime reads it
-    once, when it loads. With more than one intra-op thread, libgomp's default keeps each worker spinning
-    for a while after every parallel region, i.e. busy between the many small operators of a batch: on
-    a core the event loop needs (HTTP and gRPC, decoding, answers), which then waits its turn. Measured
-    with MNIST, batches of 32 and 2 threads on 2 cores (bench/grpc_bench.py's tuned setup): the worker
-    took ~90% of a core while the loop got less than a fifth of one."""
+
+def brief_omp_spin(env: MutableMapping[str, str]) -> bool:
+    """Let torch's idle intra-op threads poll briefly for the next parallel region, then sleep
+    (``GOMP_SPINCOUNT`` = :data:`OMP_SPIN_COUNT`), unless the user chose how OpenMP threads wait; True when
+    set. Must run before torch is imported: the OpenMP runtime reads it once, when it loads.
+
+    Both of libgomp's usual choices cost a server on few cores (bench/results.md, "OpenMP's wait"): with
+    its default spin (300,000 polls) a worker stays busy long after every parallel region, on the core the
+    event loop needs (HTTP, gRPC, decoding); asleep at once (``OMP_WAIT_POLICY=PASSIVE``, this runtime's
+    setting before) every operator of a forward pays a kernel wake-up per worker. Measured paired on 2
+    cores against PASSIVE: ResNet-18's default v1 1.22x req/s at c1, 1.12x at c32; MNIST's tuned gRPC
+    c32 with two busy processes beside it 1.03x (p99 0.87x), where 30,000 polls lost 1.46x to PASSIVE."""
     if any(name in env for name in OMP_WAIT_SETTINGS):
         return False
-    env["OMP_WAIT_POLICY"] = "PASSIVE"
+    env["GOMP_SPINCOUNT"] = str(OMP_SPIN_COUNT)
     return True
 
 
@@ -323,7 +330,7 @@ def main(argv: Sequence[str] | None = None, *, gc_disabled: bool = False) -> int
             sys.argv[1:] if argv is None else argv, args.processes, work_dir_given=args.work_dir is not None
         )
     tune_allocator()  # before torch allocates: batches reuse freed memory (see memory.py)
-    passive_omp_wait(os.environ)  # before torch loads (start_loading imports it)
+    brief_omp_spin(os.environ)  # before torch loads (start_loading imports it)
     work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="isvc-runtime-"))
     work_dir.mkdir(parents=True, exist_ok=True)
     try:

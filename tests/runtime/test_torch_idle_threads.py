@@ -1,5 +1,6 @@
-"""Torch's idle intra-op threads sleep instead of spinning on the cores the event loop needs, unless the user
-chose how OpenMP threads wait (isvc_runtime.server.passive_omp_wait, called before torch is imported)."""
+"""Torch's idle intra-op threads poll briefly for the next parallel region, then sleep, instead of spinning on
+the cores the event loop needs for libgomp's default 300,000 polls, unless the user chose how OpenMP threads
+wait (isvc_runtime.server.brief_omp_spin, called before torch is imported)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ import subprocess
 import sys
 
 import pytest
-from isvc_runtime.server import OMP_WAIT_SETTINGS, passive_omp_wait
+from isvc_runtime.server import OMP_SPIN_COUNT, OMP_WAIT_SETTINGS, brief_omp_spin
 
 # What the runtime's main() does before its loader thread imports torch; then the OpenMP runtime torch
 # loads prints the settings it took (OMP_DISPLAY_ENV), among them how long an idle thread spins.
 IMPORT_TORCH_AS_THE_SERVER_DOES = (
-    "import os; from isvc_runtime.server import passive_omp_wait; passive_omp_wait(os.environ); import torch"
+    "import os; from isvc_runtime.server import brief_omp_spin; brief_omp_spin(os.environ); import torch"
 )
 
 
@@ -34,16 +35,18 @@ def openmp_spin_count(extra_env: dict[str, str]) -> str:
     return lines[0].split("=", 1)[1].strip().strip("'")
 
 
-def test_idle_torch_threads_sleep_instead_of_spinning() -> None:
+def test_idle_torch_threads_poll_briefly_then_sleep() -> None:
     env: dict[str, str] = {}
-    assert passive_omp_wait(env)
-    assert env == {"OMP_WAIT_POLICY": "PASSIVE"}
-    assert openmp_spin_count({}) == "0"
+    assert brief_omp_spin(env)
+    assert env == {"GOMP_SPINCOUNT": "3000"}
+    assert OMP_SPIN_COUNT == 3000
+    # as torch's OpenMP runtime took it: a hundredth of its own default (300000)
+    assert openmp_spin_count({}) == "3000"
 
 
 @pytest.mark.parametrize("name", OMP_WAIT_SETTINGS)
 def test_a_users_openmp_wait_setting_is_kept(name: str) -> None:
     env = {name: "ACTIVE" if name == "OMP_WAIT_POLICY" else "1234"}
-    assert not passive_omp_wait(env)
+    assert not brief_omp_spin(env)
     assert env == {name: env[name]}
 
