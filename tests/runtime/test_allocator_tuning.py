@@ -42,16 +42,19 @@ PROBE = textwrap.dedent(
 )
 
 
-def _batch_page_faults(mode: str) -> int:
-    out = subprocess.run(
-        [sys.executable, "-c", PROBE, mode, str(REPO_ROOT / "examples" / "mnist")],
+def _run_probe(probe: str, mode: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", probe, mode, str(REPO_ROOT / "examples" / "mnist")],
         check=True,
         capture_output=True,
         text=True,
         timeout=120,
         env={"PATH": "/usr/bin:/bin"},  # no MALLOC_* or LD_PRELOAD from the caller
     )
-    return int(out.stdout.strip())
+
+
+def _batch_page_faults(mode: str) -> int:
+    return int(_run_probe(PROBE, mode).stdout.strip())
 
 
 def test_tuned_allocator_reuses_batch_memory_instead_of_faulting_fresh_pages() -> None:
@@ -103,14 +106,7 @@ SECOND_STREAM_PROBE = textwrap.dedent(
 
 def _second_stream(mode: str) -> tuple[int, int]:
     """(the second thread's page faults, the process's malloc arenas)."""
-    out = subprocess.run(
-        [sys.executable, "-c", SECOND_STREAM_PROBE, mode, str(REPO_ROOT / "examples" / "mnist")],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO_ROOT / "runtime")},
-    )
+    out = _run_probe(SECOND_STREAM_PROBE, mode)
     arenas = sum(1 for line in out.stderr.splitlines() if line.startswith("Arena "))
     return int(out.stdout.strip()), arenas
 
