@@ -324,6 +324,7 @@ class ModelRunner:
         loop = asyncio.get_running_loop()
         started = loop.time()
         stream, call = self._claim()
+        failure: Exception | None = None
         try:
             answers, statuses, seconds = await loop.run_in_executor(
                 self._executor(stream),
@@ -338,7 +339,10 @@ class ModelRunner:
                 ),
             )
         except Exception as exc:  # the handler's failure, whatever it is, must not stop the batcher
-            self._release(stream)  # before the retries below claim a stream again
+            failure = exc
+        finally:  # also when cancelled (the server stops); before the retries below claim a stream again
+            self._release(stream)
+        if failure is not None:
             self._observe(batch, len(rows), loop.time() - started, ok=False)
             if len(batch) > 1:
                 # Isolate the culprit: each request of the failed batch runs again on its own.
@@ -349,17 +353,13 @@ class ModelRunner:
                         "model %s: a merged call failed (%s) where each request alone succeeds; "
                         "requests run one at a time from now on, as batchSize 1 says",
                         self.name,
-                        exc,
+                        failure,
                     )
                     self.stop_merging()
                 return
             if not batch[0].future.done():
-                batch[0].future.set_exception(self._error(exc))
+                batch[0].future.set_exception(self._error(failure))
             return
-        except BaseException:  # cancelled: the server stops
-            self._release(stream)
-            raise
-        self._release(stream)
         self._observe(batch, len(rows), loop.time() - started, ok=True)
         if not any(_explains(p) for p in batch):  # an explanation's cost is not a prediction's
             self._record(call, len(rows), seconds)
